@@ -1,4 +1,4 @@
-"""Seeds derived from names, so every unit of work draws the same numbers however it is scheduled."""
+"""Seeds derived from names: a unit of work draws the same numbers however it is scheduled."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 
 def derive_seed(*parts: object) -> int:
-    """A 63-bit seed that depends only on ``parts`` (stable across processes and Python versions)."""
+    """A 63-bit seed that depends only on ``parts`` (stable across processes and versions)."""
     text = "/".join(str(p) for p in parts)
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little") >> 1
 

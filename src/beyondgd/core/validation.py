@@ -1,4 +1,4 @@
-"""Boundary validation: each check raises with a message naming the argument and what was expected."""
+"""Boundary validation: each check raises a message naming the argument and what was expected."""
 
 from __future__ import annotations
 
