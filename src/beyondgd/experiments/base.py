@@ -145,6 +145,9 @@ class Experiment(abc.ABC):
     claim: ClassVar[str]
     #: expected wall time in seconds on 2 CPU cores, per preset (shown by ``beyondgd list``)
     expected_seconds: ClassVar[dict[str, float]]
+    #: torch intra-op threads while it runs: small problems run fastest on one thread, and
+    #: more threads than free cores slow every small op down many times over
+    num_threads: ClassVar[int] = 1
 
     @abc.abstractmethod
     def config(self, preset: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ the same numbers as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -33,6 +34,16 @@ class RunResult:
     out_dir: Path
     metrics: dict[str, Any]
     report: Report
+
+
+@contextlib.contextmanager
+def _restore_threads(n: int):
+    import torch
+
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def versions() -> dict[str, str]:
@@ -126,7 +137,11 @@ def run_experiment(
         raise RuntimeError(f"experiment {experiment.name!r} produced duplicate unit keys")
     todo = [u for u in units if u.key not in records]
 
+    import torch
+
     started = time.perf_counter()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(experiment.num_threads)
     bar = tqdm(
         total=len(units),
         initial=len(units) - len(todo),
@@ -136,7 +151,7 @@ def run_experiment(
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    with bar:
+    with bar, _restore_threads(previous_threads):
         for unit in todo:
             bar.set_postfix_str(unit.key, refresh=True)
             t0 = time.perf_counter()
@@ -150,6 +165,7 @@ def run_experiment(
 
     ordered = {k: records[k] for k in keys}
     report = experiment.analyze(config, ordered, run_dir)
+    config = dict(config, num_threads=experiment.num_threads)
     elapsed = time.perf_counter() - started
     metrics = {
         "experiment": experiment.name,
