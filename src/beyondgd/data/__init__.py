@@ -14,3 +14,12 @@ __all__ = [
     "TestFunction",
     "test_functions",
 ]
+
+from beyondgd.data.patches import (  # noqa: E402
+    SKIMAGE_IMAGES,
+    bundled_grey_images,
+    load_image_patches,
+    pool2x2,
+)
+
+__all__ += ["SKIMAGE_IMAGES", "bundled_grey_images", "load_image_patches", "pool2x2"]

@@ -13,6 +13,7 @@ BUILTIN_MODULES = (
     "beyondgd.experiments.fuse_testfns",
     "beyondgd.experiments.fuse_pinn",
     "beyondgd.experiments.fuse_classify",
+    "beyondgd.experiments.cdec",
 )
 
 
