@@ -1,0 +1,290 @@
+"""WEEP speed: elementwise cost, and time to accuracy against skglm's MCP.
+
+    python benchmarks/weep_speed.py [--quick] [--threads N] [--max-time S]
+
+(1) Elementwise: ``WEEP(x)`` forward + backward (the fused autograd Function) against
+    ``x.abs().sum()`` forward + backward on a 10^7-element float32 tensor. Target (weep.md): ratio
+    <= 2.
+(2) Time to accuracy on sparse recovery instances (weep.md's ``weep-recovery`` generator: unit-norm
+    Gaussian columns, k = m/8 nonzeros of amplitude +-U[1, 2], noise 0.02), written in skglm's
+    conventions ``(1/(2m)) ||X w - y||^2 + pen(w)`` with ``X = sqrt(m) A``:
+    - skglm ``MCPRegression`` (AndersonCD; JIT warmed up by a first fit) with
+      ``alpha = 0.05 ||X^T y||_inf / m``, ``gamma = 3`` -- the baseline;
+    - skglm's AndersonCD with the WEEP plug-in, ``pen = (1/3) WEEP(a=100, b=(3 alpha)^2 / 2)``
+      (as a -> inf this is MCP(alpha, gamma=3) with the same threshold);
+    - every beyondgd solver on that same WEEP objective, in float32 and float64.
+    Reported: time to reach 1e-6 relative suboptimality of each objective (against the best
+    value any run found for that objective), and time to reach an NMSE within 1 dB of the
+    converged skglm-MCP estimate, each as a ratio to skglm MCP (> 1: slower than skglm).
+
+    skglm times come from separate fits at tolerances 1e-2, 1e-3, ... (the first fit whose result
+    meets the target); beyondgd times from one run with a callback that records every iterate
+    (the callback's own time, which evaluates the float64 objective, is subtracted).
+    ``--quick`` runs only the first size (160, 400).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from beyondgd.penalties import MCP, WEEP
+from beyondgd.sparse import GeometricContinuation, solve
+
+SIZES = [(160, 400), (1000, 5000), (2000, 20000)]
+SUBOPT = 1e-6
+NMSE_SLACK_DB = 1.0
+
+
+# ---- (1) elementwise ---------------------------------------------------------------------------
+def _median_time(fn, reps: int) -> float:
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_elementwise(n: int = 10**7, reps: int = 15) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, generator=gen)
+    pen = WEEP(a=2.0, b=0.5, c=0.1)
+
+    def abs_sum():
+        z = x.detach().requires_grad_()
+        z.abs().sum().backward()
+
+    def weep():
+        z = x.detach().requires_grad_()
+        pen(z).backward()
+
+    def weep_unfused():
+        z = x.detach().requires_grad_()
+        pen.value(z).sum().backward()
+
+    t_abs, t_weep = [], []
+    for _ in range(3):  # interleave to share the machine's noise fairly
+        t_abs.append(_median_time(abs_sum, reps))
+        t_weep.append(_median_time(weep, reps))
+    t_abs_m, t_weep_m = statistics.median(t_abs), statistics.median(t_weep)
+    return {
+        "abs": t_abs_m,
+        "weep": t_weep_m,
+        "weep_unfused": _median_time(weep_unfused, max(3, reps // 3)),
+        "ratio": t_weep_m / t_abs_m,
+    }
+
+
+# ---- (2) time to accuracy ----------------------------------------------------------------------
+def make_instance(m: int, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((m, n))
+    A /= np.linalg.norm(A, axis=0)
+    k = max(1, m // 8)
+    x0 = np.zeros(n)
+    idx = rng.choice(n, k, replace=False)
+    x0[idx] = rng.choice([-1.0, 1.0], k) * rng.uniform(1.0, 2.0, k)
+    y = A @ x0 + 0.02 * rng.standard_normal(m)
+    X = np.sqrt(m) * A  # skglm conventions: columns of squared norm m
+    return np.asfortranarray(X), y, x0 / np.sqrt(m)
+
+
+class Objective:
+    """(1/(2m)) ||X w - y||^2 + weight * P(w) in float64, and the NMSE of w in dB."""
+
+    def __init__(self, X, y, w_true, penalty, weight):
+        self.X = torch.from_numpy(np.ascontiguousarray(X))
+        self.y = torch.from_numpy(y)
+        self.w_true = torch.from_numpy(w_true)
+        self.pen, self.weight = penalty, weight
+        self.m = X.shape[0]
+
+    def __call__(self, w) -> float:
+        w = torch.as_tensor(w, dtype=torch.float64)
+        r = self.X @ w - self.y
+        return float(0.5 * (r @ r) / self.m + self.weight * self.pen._value(w).sum())
+
+    def nmse(self, w) -> float:
+        w = torch.as_tensor(w, dtype=torch.float64)
+        err = float(((w - self.w_true) ** 2).sum() / (self.w_true**2).sum())
+        return 10 * math.log10(max(err, 1e-30))
+
+
+def skglm_trace(make_estimator, X, y, obj: Objective, tols) -> list[tuple[float, float, float]]:
+    """One fit per tolerance: (seconds, objective, nmse)."""
+    out = []
+    for tol in tols:
+        est = make_estimator(tol)
+        t0 = time.perf_counter()
+        est.fit(X, y)
+        dt = time.perf_counter() - t0
+        out.append((dt, obj(est.coef_), obj.nmse(est.coef_)))
+    return out
+
+
+def beyondgd_trace(
+    method, dtype, X, y, obj: Objective, lam, penalty, max_time, max_iter, stop, **kw
+):
+    """One run; the callback records (solver seconds, objective, nmse) at every iterate."""
+    A = torch.from_numpy(np.ascontiguousarray(X)).to(dtype)
+    b = torch.from_numpy(y).to(dtype)
+    trace: list[tuple[float, float, float]] = []
+    clock = {"start": None, "overhead": 0.0}
+
+    def callback(w):
+        t_in = time.perf_counter()
+        elapsed = t_in - clock["start"] - clock["overhead"]
+        f, e = obj(w.double()), obj.nmse(w.double())
+        trace.append((elapsed, f, e))
+        clock["overhead"] += time.perf_counter() - t_in
+        return elapsed > max_time or stop(f, e)
+
+    clock["start"] = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = solve(
+            A, b, penalty, lam, method=method, tol=0.0, max_iter=10**7, callback=callback, **kw
+        )
+    return trace, res
+
+
+def first_time(trace, ok) -> float:
+    for t, f, e in trace:
+        if ok(f, e):
+            return t
+    return math.nan
+
+
+def fmt_ratio(t: float, ref: float) -> str:
+    return "   n/a" if math.isnan(t) else f"{t / ref:6.2f}"
+
+
+def fmt_time(t: float) -> str:
+    return "      n/a" if math.isnan(t) else f"{t:9.4f}"
+
+
+def bench_size(m: int, n: int, max_time: float, max_iter: int) -> None:
+    from skglm import GeneralizedLinearEstimator, MCPRegression
+    from skglm.datafits import Quadratic
+    from skglm.solvers import AndersonCD
+
+    from beyondgd.penalties.skglm import WEEPPenalty
+
+    X, y, w_true = make_instance(m, n)
+    alpha = 0.05 * float(np.max(np.abs(X.T @ y))) / m
+    gamma = 3.0
+    a, b = 100.0, (gamma * alpha) ** 2 / 2
+    weight = 1.0 / gamma
+    obj_mcp = Objective(X, y, w_true, MCP(alpha, gamma), 1.0)
+    obj_weep = Objective(X, y, w_true, WEEP(a, b), weight)
+    tols = [10.0**-p for p in range(2, 13)]
+
+    def mcp_est(tol):
+        return MCPRegression(alpha=alpha, gamma=gamma, fit_intercept=False, tol=tol, max_iter=1000)
+
+    def weep_est(tol):
+        return GeneralizedLinearEstimator(
+            Quadratic(), WEEPPenalty(weight, a, b), AndersonCD(tol=tol, fit_intercept=False)
+        )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mcp_est(1e-12).fit(X, y)  # JIT warm-up
+        weep_est(1e-12).fit(X, y)
+        mcp_trace = skglm_trace(mcp_est, X, y, obj_mcp, tols)
+        weep_sk_trace = skglm_trace(weep_est, X, y, obj_weep, tols)
+    f_mcp = min(f for _, f, _ in mcp_trace)
+    nmse_target = mcp_trace[-1][2] + NMSE_SLACK_DB
+    f_weep_best = min(f for _, f, _ in weep_sk_trace)
+
+    # skglm rows: each entry is a separate fit at one tolerance (times are not cumulative)
+    runs = [("skglm MCP (AndersonCD)", "f64", obj_mcp, mcp_trace)]
+    runs.append(("skglm + WEEP plug-in", "f64", obj_weep, weep_sk_trace))
+
+    lam = weight * m  # beyondgd's 1/2||Ax - y||^2 + lam P  ==  m * skglm objective
+    methods = [
+        ("fista", {}),
+        ("prox-grad", {}),
+        ("gd", {}),
+        ("lbfgs", {}),
+        ("lbfgs+cont", {"continuation": GeometricContinuation(n_stages=5, stage_iter=100)}),
+        ("adam", {"lr": 1e-3}),
+    ]
+    if n <= 1000:
+        methods.append(("admm", {}))
+    for name, kw in methods:
+        method = name.split("+")[0]
+        for dtype, tag in ((torch.float32, "f32"), (torch.float64, "f64")):
+
+            def stop(f, e, fb=f_weep_best):
+                return f - fb <= SUBOPT * abs(fb) and e <= nmse_target
+
+            trace, _ = beyondgd_trace(
+                method, dtype, X, y, obj_weep, lam, WEEP(a, b), max_time, max_iter, stop, **kw
+            )
+            runs.append((f"beyondgd {name}", tag, obj_weep, trace))
+            f_weep_best = min(f_weep_best, min(f for _, f, _ in trace))
+
+    print(
+        f"\n== size (m, n) = ({m}, {n}), k = {max(1, m // 8)}; MCP alpha = {alpha:.4g}, gamma = 3;"
+        f" WEEP a = {a:g}, b = {b:.4g}, weight 1/3; NMSE target = {nmse_target:.2f} dB"
+    )
+    print(
+        f"{'method':28s} {'dtype':5s} {'t(subopt)':>9s} {'ratio':>6s} {'t(NMSE)':>9s} "
+        f"{'ratio':>6s} {'final NMSE':>10s} {'final subopt':>12s}"
+    )
+    ref_sub = first_time(mcp_trace, lambda f, e: f - f_mcp <= SUBOPT * abs(f_mcp))
+    ref_nmse = first_time(mcp_trace, lambda f, e: e <= nmse_target)
+    for name, tag, obj, trace in runs:
+        fbest = f_mcp if obj is obj_mcp else f_weep_best
+        t_sub = first_time(trace, lambda f, e, fb=fbest: f - fb <= SUBOPT * abs(fb))
+        t_nmse = first_time(trace, lambda f, e: e <= nmse_target)
+        last = trace[-1]
+        print(
+            f"{name:28s} {tag:5s} {fmt_time(t_sub)} {fmt_ratio(t_sub, ref_sub)} "
+            f"{fmt_time(t_nmse)} {fmt_ratio(t_nmse, ref_nmse)} {last[2]:10.2f} "
+            f"{(last[1] - fbest) / abs(fbest):12.2e}"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="only the first size (160, 400)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--max-time", type=float, default=30.0, help="time limit per beyondgd run, seconds"
+    )
+    parser.add_argument(
+        "--max-iter", type=int, default=20000, help="iteration limit per beyondgd run"
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+
+    el = bench_elementwise()
+    print("\n== elementwise value+grad, 1e7 float32 (median seconds)")
+    print(f"x.abs().sum() fwd+bwd   {el['abs']:.4f}")
+    print(f"WEEP fused fwd+bwd      {el['weep']:.4f}   ratio {el['ratio']:.2f} (target <= 2)")
+    unfused = el["weep_unfused"]
+    print(f"WEEP unfused (autograd) {unfused:.4f}   ratio {unfused / el['abs']:.2f}")
+
+    try:
+        import skglm  # noqa: F401
+    except ImportError:
+        print('\nskglm is not installed (pip install "beyondgd[sparse]"): solver timings skipped')
+        return
+    for m, n in SIZES[:1] if args.quick else SIZES:
+        bench_size(m, n, args.max_time, args.max_iter)
+
+
+if __name__ == "__main__":
+    main()
