@@ -11,7 +11,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip setuptools wheel
+	$(PIP) --upgrade pip setuptools wheel
 
 # One stamp per extras set; reinstalls when pyproject.toml or constraints.txt change.
 $(VENV)/.installed-%: pyproject.toml constraints.txt | $(BIN)/python
