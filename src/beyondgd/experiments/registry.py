@@ -14,6 +14,9 @@ BUILTIN_MODULES = (
     "beyondgd.experiments.fuse_pinn",
     "beyondgd.experiments.fuse_classify",
     "beyondgd.experiments.cdec",
+    "beyondgd.experiments.weep_recovery",
+    "beyondgd.experiments.weep_tv1d",
+    "beyondgd.experiments.weep_denoise",
 )
 
 
