@@ -5,7 +5,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
 PRESET ?= quick
-FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+# Debian packages with real data (and open3d's libusb): file that shows it is there -> package.
+DEBIAN_DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz:dataset-fashion-mnist \
+               /usr/share/doc/libcgal-dev/data.tar.gz:libcgal-demo
+DEBIAN_LIBS := libusb-1.0-0
 
 .PHONY: run test bench lint data clean
 
@@ -13,30 +16,35 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip setuptools wheel
 
-# One stamp per extras set; reinstalls when pyproject.toml or constraints.txt change.
+# One stamp per extras set; reinstalls when pyproject.toml or constraints.txt change. `make run`
+# and `make test` install only what they use; `make bench` adds the peers (open3d, torchmin).
 $(VENV)/.installed-%: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[$*]"
 	@touch $@
 
-# Debian data packages where this machine allows apt-get; otherwise the tests that need them skip.
+# Debian data packages where this machine allows apt-get; otherwise the tests that need them skip
+# and the experiments say how to install them.
 data:
-	@if [ -f $(FASHION_MNIST) ]; then :; \
+	@missing=""; for pair in $(DEBIAN_DATA); do f=$${pair%%:*}; p=$${pair##*:}; \
+	  [ -f $$f ] || missing="$$missing $$p"; done; \
+	dpkg -s $(DEBIAN_LIBS) >/dev/null 2>&1 || missing="$$missing $(DEBIAN_LIBS)"; \
+	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  echo "installing dataset-fashion-mnist (Debian)"; \
-	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
-	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) || \
-	  echo "warning: could not install dataset-fashion-mnist; experiments needing it will say so"; \
-	else echo "note: Fashion-MNIST missing; run 'sudo apt-get install dataset-fashion-mnist'"; fi
+	  echo "installing Debian packages:$$missing"; \
+	  (apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $$missing >/dev/null 2>&1)) || \
+	  echo "warning: could not install$$missing; what needs them will say so"; \
+	else echo "note: missing Debian packages:$$missing (sudo apt-get install$$missing)"; fi
 
-run: $(VENV)/.installed-all data
+run: $(VENV)/.installed-sparse,registration data
 	$(BIN)/beyondgd reproduce all --preset $(PRESET)
 	@echo "report: results/index.html (one report.md per experiment under results/)"
 
-test: $(VENV)/.installed-dev,all data
+test: $(VENV)/.installed-dev,sparse,registration data
 	$(BIN)/python -m pytest -q
 
-bench: $(VENV)/.installed-bench,all data
+bench: $(VENV)/.installed-all data
 	@set -e; for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f; done
 
 lint: $(VENV)/.installed-dev

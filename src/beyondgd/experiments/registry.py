@@ -17,6 +17,9 @@ BUILTIN_MODULES = (
     "beyondgd.experiments.weep_recovery",
     "beyondgd.experiments.weep_tv1d",
     "beyondgd.experiments.weep_denoise",
+    "beyondgd.experiments.dlc_toy",
+    "beyondgd.experiments.dlc_registration",
+    "beyondgd.experiments.dlc_classify",
 )
 
 

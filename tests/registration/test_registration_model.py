@@ -1,0 +1,128 @@
+"""The PointNet registration model and its trainer; the modules' docstring examples."""
+
+import doctest
+import math
+
+import pytest
+import torch
+
+import beyondgd.landscape.samplers
+import beyondgd.landscape.star_convex
+import beyondgd.registration.geometry
+import beyondgd.registration.model
+import beyondgd.registration.solvers
+from beyondgd.landscape import SO3Sampler, StarConvexHinge
+from beyondgd.registration import (
+    PointNetFeature,
+    PointNetRegistration,
+    RegistrationTrainer,
+    random_rotations,
+)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _batch(b=4, n=64, angle=0.5, seed=0):
+    x = torch.randn(b, n, 3, generator=gen(seed)) * torch.tensor([1.0, 0.5, 0.25])
+    r = random_rotations(b, angles=torch.full((b,), angle), generator=gen(seed + 1))
+    return x, x @ r.transpose(1, 2), r
+
+
+def test_feature_is_normalised_and_permutation_invariant():
+    torch.manual_seed(0)
+    g = PointNetFeature((8, 16))
+    x = torch.randn(3, 20, 3)
+    f = g(x)
+    assert f.shape == (3, 16)
+    assert torch.allclose(f.norm(dim=-1), torch.ones(3))
+    assert torch.allclose(g(x[:, torch.randperm(20)]), f, atol=1e-6)
+
+
+def test_energy_broadcasts_over_sample_dimension_and_is_zero_at_identity_match():
+    torch.manual_seed(0)
+    model = PointNetRegistration((8, 16))
+    x, y, r = _batch()
+    gy = model.features(y)
+    assert torch.allclose(model.energy(r, x, gy), torch.zeros(4), atol=1e-10)
+    stacked = torch.stack([r, torch.eye(3).expand(4, 3, 3)])
+    e = model.energy(stacked, x, gy)
+    assert e.shape == (2, 4) and torch.allclose(e[1], model.energy(torch.eye(3), x, gy))
+
+
+def test_forward_and_finite_difference_jacobians_agree():
+    from beyondgd.registration.solvers import _jacobian
+
+    torch.manual_seed(0)
+    model = PointNetRegistration((16, 32)).double()
+    x, y, r = _batch(angle=0.3)
+    x, y, r = x.double(), y.double(), r.double()
+    gy = model.features(y)
+
+    def residual(rot):
+        return model.residual(rot, x, gy)
+
+    with torch.no_grad():
+        res = residual(r)
+        exact = _jacobian(residual, "so3", r, res, 3, "forward", 1e-7)
+        approx = _jacobian(residual, "so3", r, res, 3, "finite-difference", 1e-7)
+    assert exact.shape == (4, 32, 3)
+    assert float((exact - approx).norm() / exact.norm()) < 1e-4
+
+
+@pytest.mark.parametrize("loss", ["baseline", "dlc", "prise"])
+def test_trainer_losses_update_the_network(loss):
+    torch.manual_seed(0)
+    model = PointNetRegistration((8, 16))
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = RegistrationTrainer(model, loss=loss, n_samples=2, n_unroll=2, lr=1e-2)
+    x, y, r = _batch()
+    stats = trainer.step(x, y, r, generator=gen())
+    assert ("unrolled" in stats) == (loss != "prise")
+    assert ("hinge" in stats) == (loss != "baseline")
+    assert math.isfinite(stats["loss"])
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_registration_hinge_gradient_reaches_pointnet():
+    torch.manual_seed(0)
+    model = PointNetRegistration((8, 16))
+    x, y, r = _batch()
+    hinge = StarConvexHinge(
+        lambda rot, batch: model.energy(rot, *batch), SO3Sampler(math.radians(90)), mu=1.0
+    )
+    out = hinge(r, (x, model.features(y)), generator=gen())
+    out.total.backward()
+    assert float(out.total.detach()) > 0
+    assert all(float(p.grad.abs().sum()) > 0 for p in model.parameters())
+
+
+def test_trainer_input_errors():
+    model = PointNetRegistration((8,))
+    with pytest.raises(ValueError, match="loss"):
+        RegistrationTrainer(model, loss="unrolled")
+    with pytest.raises(ValueError, match="lam"):
+        RegistrationTrainer(model, loss="dlc", lam=1.0)
+    with pytest.raises(ValueError, match="n_samples"):
+        RegistrationTrainer(model, loss="prise", n_samples=0)
+    with pytest.raises(TypeError, match="model"):
+        RegistrationTrainer(torch.nn.Linear(3, 3))
+    x, y, r = _batch()
+    with pytest.raises(ValueError, match="source"):
+        RegistrationTrainer(model).step(x * float("nan"), y, r)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        beyondgd.landscape.samplers,
+        beyondgd.landscape.star_convex,
+        beyondgd.registration.geometry,
+        beyondgd.registration.model,
+        beyondgd.registration.solvers,
+    ],
+)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
