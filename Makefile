@@ -37,11 +37,11 @@ data:
 	  echo "warning: could not install$$missing; what needs them will say so"; \
 	else echo "note: missing Debian packages:$$missing (sudo apt-get install$$missing)"; fi
 
-run: $(VENV)/.installed-sparse,registration data
+run: $(VENV)/.installed-sparse,registration,seg data
 	$(BIN)/beyondgd reproduce all --preset $(PRESET)
 	@echo "report: results/index.html (one report.md per experiment under results/)"
 
-test: $(VENV)/.installed-dev,sparse,registration data
+test: $(VENV)/.installed-dev,sparse,registration,seg data
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed-all data

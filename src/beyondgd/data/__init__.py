@@ -12,6 +12,17 @@ from beyondgd.data.patches import (
     load_image_patches,
     pool2x2,
 )
+from beyondgd.data.scenes import (
+    FASHION_MNIST_CLASSES,
+    TEXTURE_CLASSES,
+    SegmentationData,
+    colorize,
+    load_scribble_folder,
+    make_fashion_scenes,
+    make_scribbles,
+    make_texture_scenes,
+    save_label_png,
+)
 from beyondgd.data.shapes import (
     CGAL_DEFAULT_PATH,
     CGAL_ENV_VAR,
@@ -36,6 +47,15 @@ from beyondgd.data.testfns import (
 )
 
 __all__ = [
+    "colorize",
+    "FASHION_MNIST_CLASSES",
+    "load_scribble_folder",
+    "make_fashion_scenes",
+    "make_scribbles",
+    "make_texture_scenes",
+    "save_label_png",
+    "SegmentationData",
+    "TEXTURE_CLASSES",
     "bundled_grey_images",
     "CGAL_DEFAULT_PATH",
     "CGAL_ENV_VAR",

@@ -1,0 +1,784 @@
+r"""Alpha-expansion proposals: the X-step of ADM, a multi-label Potts MRF solved with GCO.
+
+The X-step of ADM (Marin et al. 2019) minimises, for one image with pixels :math:`p` and
+labellings :math:`X`,
+
+.. math::
+    E(X) = \sum_p U_{X_p, p} + \lambda \sum_{pq} w_{pq} [X_p \ne X_q],
+
+with unary costs :math:`U` (``-beta log S``), the Potts weight :math:`\lambda` and the grid pair
+weights :math:`w_{pq} \ge 0` of :mod:`beyondgd.segmentation.grid`. Scribble seeds are hard
+constraints :math:`X_p = y_p`. Alpha-expansion (Boykov, Veksler & Zabih 2001) visits each label
+:math:`\alpha` in turn and lets every pixel either keep its label or switch to :math:`\alpha`,
+choosing the best such move exactly by one min-cut; a move is applied only when it lowers the
+energy, so the energy never increases. For two labels a labelling that no expansion improves is a
+global minimum (the binary energy is submodular); for more labels it is within a factor 2 of one
+(Potts, non-negative unaries).
+
+The solver is GCO v3 through the ``gco-wrapper`` package (``pip install "beyondgd[seg]"``), which
+works on integers, so the energy is rounded:
+
+*Integer scaling.* Each pixel's unary is first shifted so its smallest allowed cost is 0 (this
+changes no minimiser). All terms are then divided by a ``resolution`` (the energy of one integer
+unit) and rounded. GCO refuses (by aborting the process) any single data cost or pair weight above
+``GCO_MAX_ENERGYTERM = 1e7``; by default the largest term -- shifted unary, scaled pair weight, or
+seed cost below -- maps to about ``9.9e6``, so the relative resolution is about ``1e-7`` of the
+largest term, and terms smaller than ``resolution / 2`` round to 0. Any labelling's integer energy
+times ``resolution`` is within ``(n_pixels + n_pairs) * resolution / 2`` of its exact energy (up
+to the per-pixel shift), so the returned labelling is optimal (for two labels) up to
+``(n_pixels + n_pairs) * resolution``. Inside GCO a data cost and the pair terms of a pixel add up
+in 32-bit integers (``EnergyTermType`` and the max-flow capacities are ``int``; the total energy,
+``EnergyType``, is ``long long`` in the build ``gco-wrapper`` ships -- see ``cgco.h`` and
+``cgco.py``): with at most 8 neighbours a pixel's sum stays below ``1.7e8``, far from ``2^31``;
+both bounds are checked before GCO is called.
+
+*Seeds.* A seeded pixel ``p`` gets cost 0 for ``y_p`` and :math:`M_p = 1 + \sum_q W_{pq}` (its
+integer pair weights) for every other label. The initial labelling respects the seeds, and every
+expansion move keeps them: in the move space, any move that relabels ``p`` away from ``y_p`` has a
+counterpart that is identical except that ``p`` keeps ``y_p`` (keeping the current label is always
+allowed), and the counterpart's energy is lower by at least :math:`M_p - \sum_q W_{pq} > 0`.
+The min-cut picks the exact optimum of the move, hence never a violating one; by induction no
+returned labelling violates a seed. (The global version of this argument -- a cost above the
+initial energy, which moves never exceed -- works too, but that cost can be far above GCO's
+per-term limit; the per-pixel cost is far smaller and just as safe.)
+
+*Label restriction.* ``allowed_labels`` (e.g. the classes present in the image's seeds) is exact,
+not a penalty: the initial labelling uses only allowed labels and only allowed labels are expanded
+on, so no other label can appear. It also makes the solve faster (one min-cut per allowed label).
+
+References
+----------
+.. [1] D. Marin, M. Tang, I. Ben Ayed, Y. Boykov, "Beyond Gradient Descent for Regularized
+   Segmentation Losses", CVPR 2019, arXiv:1809.02322.
+.. [2] Y. Boykov, O. Veksler, R. Zabih, "Fast approximate energy minimization via graph cuts",
+   IEEE TPAMI 23(11), 2001.
+.. [3] V. Kolmogorov, R. Zabih, "What energy functions can be minimized via graph cuts?",
+   IEEE TPAMI 26(2), 2004.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from beyondgd.core import check_choice, check_int, check_number
+from beyondgd.segmentation.grid import GridWeights, edge_list, potts_energy
+
+__all__ = [
+    "GCO_MAX_ENERGYTERM",
+    "BatchExpansionResult",
+    "ExpansionPool",
+    "ExpansionResult",
+    "alpha_expansion",
+    "alpha_expansion_batch",
+]
+
+#: GCO aborts the process when a single data cost or pair weight exceeds this (GCoptimization.h).
+GCO_MAX_ENERGYTERM = 10_000_000
+# The largest integer term by default: 1% below GCO's limit leaves room for rounding.
+_DEFAULT_LARGEST_TERM = 9_900_000
+_INT32_MAX = 2**31 - 1
+_INT64_MAX = 2**63 - 1
+_GCO_INSTALL_HINT = 'pip install "beyondgd[seg]" (installs gco-wrapper)'
+
+
+@dataclass(frozen=True)
+class ExpansionResult:
+    """Result of :func:`alpha_expansion` on one image.
+
+    Attributes
+    ----------
+    labels : torch.Tensor
+        ``(H, W)`` int64 labelling, on the device of ``unary`` (CPU for an ndarray).
+    unary_energy : float
+        :math:`\\sum_p U_{X_p, p}` of the original (unshifted, unrounded) unary, in float64.
+    pairwise_energy : float
+        :math:`\\lambda \\sum_{pq} w_{pq} [X_p \\ne X_q]`, in float64.
+    energy : float
+        ``unary_energy + pairwise_energy``.
+    resolution : float
+        Energy of one integer unit in the solver (see the module notes on integer scaling).
+    n_cycles : int
+        Expansion cycles run (a cycle visits every allowed label once).
+    """
+
+    labels: torch.Tensor
+    unary_energy: float
+    pairwise_energy: float
+    energy: float
+    resolution: float
+    n_cycles: int
+
+
+@dataclass(frozen=True)
+class BatchExpansionResult:
+    """Result of :func:`alpha_expansion_batch`: ``labels`` ``(B, H, W)`` int64 and per-image
+    float64 ``(B,)`` tensors ``unary_energy``, ``pairwise_energy``, ``energy`` and
+    ``resolution``, and ``n_cycles`` ``(B,)`` int64 (see :class:`ExpansionResult`)."""
+
+    labels: torch.Tensor
+    unary_energy: torch.Tensor
+    pairwise_energy: torch.Tensor
+    energy: torch.Tensor
+    resolution: torch.Tensor
+    n_cycles: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _IntegerProblem:
+    """One image's problem as GCO takes it; numpy only, so it pickles small to a worker."""
+
+    costs: np.ndarray  # (n_sites, K) int32, C order: cost of site s taking label l at [s, l]
+    pair_index: np.ndarray  # (E, 2) int32, pair_index[:, 0] < pair_index[:, 1]
+    pair_weight: np.ndarray  # (E,) int32, > 0
+    init: np.ndarray  # (n_sites,) int32
+    labels_to_expand: tuple[int, ...]
+    n_iter: int
+
+
+def _import_gco():
+    """``(gco.pygco, the ctypes library)``, imported lazily: gco-wrapper is an optional extra."""
+    try:
+        from gco import cgco, pygco
+    except ImportError as err:
+        raise ImportError(
+            f"alpha-expansion needs the gco-wrapper package: {_GCO_INSTALL_HINT}"
+        ) from err
+    return pygco, cgco._cgco
+
+
+def _solve_integer_problem(problem: _IntegerProblem) -> tuple[np.ndarray, int]:
+    """Run alpha-expansion on one validated integer problem: ``(labels (n_sites,), n_cycles)``.
+
+    This is the unit of work sent to pool workers, so it takes and returns numpy only.
+    """
+    pygco, cgco_lib = _import_gco()
+    n_sites, n_labels = problem.costs.shape
+    graph = pygco.GCO()
+    graph.create_general_graph(n_sites, n_labels)
+    try:
+        graph.set_data_cost(problem.costs)
+        if problem.pair_weight.size:
+            graph.set_all_neighbors(
+                problem.pair_index[:, 0], problem.pair_index[:, 1], problem.pair_weight
+            )
+        graph.set_smooth_cost((1 - np.eye(n_labels)).astype(np.intc))
+        # GCO starts from label 0 everywhere; pygco's init loop checks bounds in Python per site,
+        # so call the C function directly (the problem was validated when it was built).
+        init_label_at_site = cgco_lib.gcoInitLabelAtSite
+        handle = int(graph.handle)
+        for site in np.flatnonzero(problem.init).tolist():
+            init_label_at_site(handle, site, int(problem.init[site]))
+        # Our own cycle loop (not GCO's expansion()) so only the allowed labels are expanded on.
+        n_cycles = 0
+        while problem.n_iter == -1 or n_cycles < problem.n_iter:
+            improved = False
+            for label in problem.labels_to_expand:
+                improved |= bool(graph.expansion_on_alpha(label))
+            n_cycles += 1
+            if not improved:
+                break
+        labels = graph.get_labels().astype(np.int64)
+    finally:
+        graph.destroy_graph()
+    return labels, n_cycles
+
+
+class ExpansionPool:
+    """A reusable process pool for :func:`alpha_expansion_batch` (GCO is CPU-bound and serial).
+
+    A trainer that computes proposals every mini-batch should open one pool and pass it on each
+    call, so the worker processes start once. Workers receive numpy arrays only (the integer
+    problem of one image; no tensors) and return the labelling.
+
+    Start method: ``"forkserver"`` where the platform has it, else ``"spawn"``. Plain ``fork``
+    copies the parent, including locks held by threads it has started (torch's intra-op pool, data
+    loader or progress-bar threads), and can deadlock a worker; the fork server is a fresh process
+    that has run no torch code and forks the workers. The pool asks the fork server to preload this
+    module (``set_forkserver_preload``; effective only if this process's fork server is not yet
+    running), so torch is imported once per process instead of once per worker: the first pool
+    costs about one torch import, later pools start in milliseconds. As with any non-fork start
+    method, a script using the pool must guard its entry point with
+    ``if __name__ == "__main__":`` (workers re-import the main module).
+
+    Parameters
+    ----------
+    n_jobs : int
+        Number of worker processes, ``>= 1``, or ``-1`` for one per CPU core.
+    start_method : {"forkserver", "spawn", "fork"} or None
+        Overrides the start method.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from beyondgd.segmentation.grid import contrast_weights
+    >>> from beyondgd.segmentation.proposals import ExpansionPool, alpha_expansion_batch
+    >>> images = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    >>> unary = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    >>> with ExpansionPool(2) as pool:  # doctest: +SKIP
+    ...     result = alpha_expansion_batch(unary, contrast_weights(images), pool=pool)
+    """
+
+    def __init__(self, n_jobs: int, *, start_method: str | None = None) -> None:
+        self.n_jobs = _check_n_jobs(n_jobs)
+        if start_method is None:
+            available = multiprocessing.get_all_start_methods()
+            start_method = "forkserver" if "forkserver" in available else "spawn"
+        check_choice("start_method", start_method, multiprocessing.get_all_start_methods())
+        self.start_method = start_method
+        context = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
+            # "__main__" is the default preload; adding this module spares each worker a torch
+            # import (a no-op once the fork server runs).
+            context.set_forkserver_preload(["__main__", __name__])
+        self._executor: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            max_workers=self.n_jobs, mp_context=context
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._executor is None
+
+    def _map(self, problems: Sequence[_IntegerProblem]) -> list[tuple[np.ndarray, int]]:
+        if self._executor is None:
+            raise ValueError("pool is closed; open a new ExpansionPool")
+        return list(self._executor.map(_solve_integer_problem, problems))
+
+    def close(self) -> None:
+        """Stop the workers (idempotent)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> ExpansionPool:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Best effort only: workers of a forgotten pool should not outlive it.
+        executor = getattr(self, "_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+# ---- validation ---------------------------------------------------------------------------------
+
+
+def _check_n_jobs(n_jobs: object) -> int:
+    n_jobs = check_int("n_jobs", n_jobs, low=-1)
+    if n_jobs == 0:
+        raise ValueError("n_jobs must be >= 1 or -1 (all cores), got 0")
+    return (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
+
+
+def _float_array(name: str, value: object, ndim: int, dims: str) -> np.ndarray:
+    """``value`` (tensor or ndarray) as a finite float64 numpy array with ``ndim`` dimensions."""
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
+        array = value.detach().to("cpu", torch.float64).numpy()
+    elif isinstance(value, np.ndarray):
+        if not np.issubdtype(value.dtype, np.floating):
+            raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
+        array = value.astype(np.float64)
+    else:
+        raise TypeError(
+            f"{name} must be a torch.Tensor or numpy.ndarray, got {type(value).__name__}"
+        )
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must have shape {dims}, got {tuple(array.shape)}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} must contain only finite values (found NaN or inf)")
+    return array
+
+
+def _int_array(name: str, value: object, shape: tuple[int, ...], dims: str) -> np.ndarray:
+    """``value`` (tensor or ndarray of an integer dtype) as an int64 array of ``shape``."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must have an integer dtype, got {value.dtype}")
+        array = value.detach().to("cpu", torch.int64).numpy()
+    elif isinstance(value, np.ndarray):
+        if not np.issubdtype(value.dtype, np.integer):
+            raise TypeError(f"{name} must have an integer dtype, got {value.dtype}")
+        array = value.astype(np.int64)
+    else:
+        raise TypeError(
+            f"{name} must be a torch.Tensor or numpy.ndarray, got {type(value).__name__}"
+        )
+    if array.shape != shape:
+        raise ValueError(
+            f"{name} must have shape {dims} = {shape} to match unary, got {array.shape}"
+        )
+    return array
+
+
+def _bool_array(name: str, value: object, shape: tuple[int, ...], dims: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        if value.dtype != torch.bool:
+            raise TypeError(f"{name} must be a bool mask, got dtype {value.dtype}")
+        array = value.detach().cpu().numpy()
+    elif isinstance(value, np.ndarray):
+        if value.dtype != np.bool_:
+            raise TypeError(f"{name} must be a bool mask, got dtype {value.dtype}")
+        array = value
+    else:
+        raise TypeError(
+            f"{name} must be a torch.Tensor or numpy.ndarray, got {type(value).__name__}"
+        )
+    if array.shape != shape:
+        raise ValueError(
+            f"{name} must have shape {dims} = {shape} to match unary, got {array.shape}"
+        )
+    return array
+
+
+def _check_weights(weights: object, batch: int, height: int, width: int) -> GridWeights:
+    if not isinstance(weights, GridWeights):
+        raise TypeError(f"weights must be a grid.GridWeights, got {type(weights).__name__}")
+    if (weights.height, weights.width) != (height, width):
+        raise ValueError(
+            f"weights are for {weights.height}x{weights.width} images but unary is "
+            f"{height}x{width} (H x W)"
+        )
+    if len(weights.maps) != len(weights.offsets) or not weights.offsets:
+        raise ValueError("weights must have one map per offset and at least one offset")
+    for (dy, dx), wmap in zip(weights.offsets, weights.maps):
+        # Row-major numbering with p < q for every pair, as grid.OFFSETS has it.
+        if not (0 <= dy < height and abs(dx) < width and (dy > 0 or dx > 0)):
+            raise ValueError(
+                f"weights offsets must satisfy 0 <= dy < H, |dx| < W and (dy > 0 or dx > 0), "
+                f"got {(dy, dx)}"
+            )
+        expected = (batch, height - dy, width - abs(dx))
+        if not isinstance(wmap, torch.Tensor) or tuple(wmap.shape) != expected:
+            got = tuple(wmap.shape) if isinstance(wmap, torch.Tensor) else type(wmap).__name__
+            raise ValueError(
+                f"weights map for offset {(dy, dx)} must have shape {expected} "
+                f"(batch of {batch} to match unary), got {got}"
+            )
+        if not wmap.is_floating_point() or not bool(torch.isfinite(wmap).all()):
+            raise ValueError("weights maps must be finite floating-point tensors")
+        if bool((wmap < 0).any()):
+            raise ValueError(
+                "weights must be >= 0 (a Potts model with negative weights is not submodular)"
+            )
+    return weights
+
+
+def _check_seed_labels(seeds: np.ndarray, n_labels: int, ignore_index: int) -> np.ndarray:
+    """Seeds as int64 with -1 for unlabelled pixels."""
+    labelled = seeds != ignore_index
+    bad = labelled & ((seeds < 0) | (seeds >= n_labels))
+    if bad.any():
+        raise ValueError(
+            f"seeds must be in [0, {n_labels}) or ignore_index={ignore_index}, "
+            f"got {int(seeds[bad].flat[0])}"
+        )
+    return np.where(labelled, seeds, -1)
+
+
+# ---- integer problem ----------------------------------------------------------------------------
+
+
+def _integer_problem(
+    unary: np.ndarray,
+    pair_index: np.ndarray,
+    pair_weight: np.ndarray,
+    seeds: np.ndarray,
+    allowed: np.ndarray,
+    init: np.ndarray | None,
+    resolution: float | None,
+    n_iter: int,
+    image: str,
+) -> tuple[_IntegerProblem, float]:
+    """Scale one image's validated float problem to GCO integers (see the module notes).
+
+    ``unary`` is ``(K, N)``, ``pair_weight`` already multiplied by the Potts weight, ``seeds``
+    ``(N,)`` with -1 for unlabelled, ``allowed`` ``(K,)``. Returns the problem and its resolution.
+    """
+    n_labels, n_sites = unary.shape
+    seeded = seeds >= 0
+    if (seeded & ~allowed[np.where(seeded, seeds, 0)]).any():
+        raise ValueError(f"seeds{image} use a label that allowed_labels excludes")
+    costs = np.where(allowed[:, None], unary, np.inf).T  # (N, K)
+    costs = costs - costs.min(axis=1, keepdims=True)
+    costs[:, ~allowed] = 0.0  # never used: those labels are neither initial nor expanded on
+    costs[seeded] = 0.0  # replaced by the hard-constraint costs below
+    seed_degree = np.zeros(n_sites)
+    if seeded.any():
+        np.add.at(seed_degree, pair_index[:, 0], pair_weight)
+        np.add.at(seed_degree, pair_index[:, 1], pair_weight)
+    largest = max(
+        float(costs[~seeded].max(initial=0.0)),
+        float(pair_weight.max(initial=0.0)),
+        float(seed_degree[seeded].max(initial=0.0)),
+    )
+    if not math.isfinite(largest):
+        raise ValueError(
+            f"unary{image} or potts_weight * weights are too large: their range overflows float64"
+        )
+    if resolution is None:
+        resolution = largest / _DEFAULT_LARGEST_TERM if largest > 0 else 1.0
+    if largest / resolution > GCO_MAX_ENERGYTERM:
+        raise ValueError(
+            f"resolution={resolution:g} is too fine for image{image}: its largest term "
+            f"{largest:g} would be {largest / resolution:.3g} integer units, above GCO's limit "
+            f"of {GCO_MAX_ENERGYTERM}; use resolution >= {largest / GCO_MAX_ENERGYTERM:g}"
+        )
+    int_costs = np.rint(costs / resolution).astype(np.int64)
+    int_weight = np.rint(pair_weight / resolution).astype(np.int64)
+    keep = int_weight > 0  # zero pairs only cost time in GCO
+    int_weight, pair_index = int_weight[keep], pair_index[keep]
+    int_degree = np.zeros(n_sites, dtype=np.int64)
+    np.add.at(int_degree, pair_index[:, 0], int_weight)
+    np.add.at(int_degree, pair_index[:, 1], int_weight)
+    if seeded.any():
+        seed_sites = np.flatnonzero(seeded)
+        # Per-pixel hard-constraint cost, larger than any pair change the pixel can cause.
+        hard_cost = int_degree[seed_sites] + 1
+        int_costs[seed_sites] = np.where(allowed, hard_cost[:, None], 0)
+        int_costs[seed_sites, seeds[seed_sites]] = 0
+    largest_int = int(int_costs.max(initial=0))
+    if largest_int > GCO_MAX_ENERGYTERM:
+        raise ValueError(
+            f"resolution={resolution:g} is too fine for image{image}: a seed cost needs "
+            f"{largest_int} integer units, above GCO's limit of {GCO_MAX_ENERGYTERM}"
+        )
+    # GCO adds a pixel's data cost and (twice) its pair terms in 32-bit; totals are 64-bit.
+    node_sum = largest_int + 2 * int(int_degree.max(initial=0))
+    total = int(int_costs.max(axis=1).sum()) + int(int_weight.sum())
+    if node_sum > _INT32_MAX or total > _INT64_MAX:
+        raise ValueError(f"image{image}: the integer energy would overflow GCO's integer types")
+
+    if init is None:
+        init = np.where(allowed[:, None], unary, np.inf).argmin(axis=0)
+    init = np.where(seeded, seeds, init)
+    problem = _IntegerProblem(
+        costs=np.ascontiguousarray(int_costs, dtype=np.intc),
+        pair_index=np.ascontiguousarray(pair_index, dtype=np.intc),
+        pair_weight=np.ascontiguousarray(int_weight, dtype=np.intc),
+        init=init.astype(np.intc),
+        labels_to_expand=tuple(int(k) for k in np.flatnonzero(allowed)),
+        n_iter=n_iter,
+    )
+    return problem, float(resolution)
+
+
+# ---- public API ---------------------------------------------------------------------------------
+
+
+def alpha_expansion(
+    unary: torch.Tensor | np.ndarray,
+    weights: GridWeights,
+    *,
+    seeds: torch.Tensor | np.ndarray | None = None,
+    potts_weight: float = 1.0,
+    n_iter: int = 5,
+    init: torch.Tensor | np.ndarray | None = None,
+    allowed_labels: torch.Tensor | np.ndarray | None = None,
+    ignore_index: int = 255,
+    resolution: float | None = None,
+) -> ExpansionResult:
+    r"""Minimise a Potts energy on one image by alpha-expansion (GCO), seeds as hard constraints.
+
+    .. math::
+        E(X) = \sum_p U_{X_p, p} + \lambda \sum_{pq} w_{pq} [X_p \ne X_q]
+        \quad \text{s.t. } X_p = y_p \text{ on the seeds}, \; X_p \in \text{allowed labels}.
+
+    Each cycle tries an expansion move on every allowed label; a move is the exact optimum over
+    "keep your label or switch to :math:`\alpha`" and is applied only if it lowers the energy, so
+    the energy never increases. Two labels: the result is a global minimum once converged;
+    more labels: within a factor 2 of one (Potts, non-negative unaries), often equal. Energies
+    are rounded to integers for GCO (see the module notes); the returned energies are recomputed
+    in float64 from the labels and the original inputs.
+
+    Parameters
+    ----------
+    unary : torch.Tensor or numpy.ndarray
+        ``(K, H, W)`` float costs :math:`U`, ``K >= 2`` (for ADM, ``-beta log S``); finite.
+    weights : GridWeights
+        Pair weights :math:`w_{pq} \ge 0` of batch size 1 for ``H x W`` images
+        (:func:`beyondgd.segmentation.grid.contrast_weights`).
+    seeds : torch.Tensor or numpy.ndarray, optional
+        ``(H, W)`` integer labels, ``ignore_index`` where unlabelled. Never violated.
+    potts_weight : float, default 1.0
+        :math:`\lambda \ge 0`.
+    n_iter : int, default 5
+        Expansion cycles; ``-1`` runs until a cycle changes nothing. Stops early on convergence.
+    init : torch.Tensor or numpy.ndarray, optional
+        ``(H, W)`` initial labelling (allowed labels); default: the per-pixel argmin of the
+        unary over the allowed labels. The seeds are imposed on it.
+    allowed_labels : torch.Tensor or numpy.ndarray, optional
+        ``(K,)`` bool mask of the labels that may be used (default all); must include every seed
+        label.
+    ignore_index : int, default 255
+        Seed value meaning "unlabelled"; must not be a label in ``[0, K)``.
+    resolution : float, optional
+        Energy of one integer unit in GCO (default: the largest term maps to about ``9.9e6``
+        units). Raises if a term would exceed GCO's limit of ``1e7`` units.
+
+    Returns
+    -------
+    ExpansionResult
+        ``labels`` ``(H, W)`` int64 and the float64 ``unary_energy``, ``pairwise_energy``,
+        ``energy``; also ``resolution`` and ``n_cycles``.
+
+    Raises
+    ------
+    ImportError
+        If gco-wrapper is not installed (``pip install "beyondgd[seg]"``).
+
+    References
+    ----------
+    .. [1] D. Marin, M. Tang, I. Ben Ayed, Y. Boykov, "Beyond Gradient Descent for Regularized
+       Segmentation Losses", CVPR 2019, arXiv:1809.02322.
+    .. [2] Y. Boykov, O. Veksler, R. Zabih, "Fast approximate energy minimization via graph
+       cuts", IEEE TPAMI 23(11), 2001.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from beyondgd.segmentation.grid import contrast_weights
+    >>> from beyondgd.segmentation.proposals import alpha_expansion
+    >>> image = torch.zeros(3, 4, 6)
+    >>> image[:, :, 3:] = 1.0                       # two flat regions, an edge between them
+    >>> unary = torch.zeros(2, 4, 6)                 # no preference anywhere...
+    >>> seeds = torch.full((4, 6), 255)
+    >>> seeds[1, 0], seeds[2, 5] = 0, 1              # ...but one click per region
+    >>> result = alpha_expansion(unary, contrast_weights(image, 4), seeds=seeds, n_iter=-1)
+    >>> result.labels
+    tensor([[0, 0, 0, 1, 1, 1],
+            [0, 0, 0, 1, 1, 1],
+            [0, 0, 0, 1, 1, 1],
+            [0, 0, 0, 1, 1, 1]])
+    """
+    array = _float_array("unary", unary, 3, "(K, H, W)")
+    _, height, width = array.shape
+    if seeds is not None:
+        seeds = _int_array("seeds", seeds, (height, width), "(H, W)")[None]
+    if init is not None:
+        init = _int_array("init", init, (height, width), "(H, W)")[None]
+    if allowed_labels is not None:
+        allowed_labels = _bool_array("allowed_labels", allowed_labels, (array.shape[0],), "(K,)")
+        allowed_labels = allowed_labels[None]
+    batch = _solve(
+        array[None],
+        _device_of(unary),
+        weights,
+        seeds,
+        potts_weight,
+        n_iter,
+        init,
+        allowed_labels,
+        ignore_index,
+        resolution,
+        pool=None,
+        n_jobs=1,
+    )
+    return ExpansionResult(
+        labels=batch.labels[0],
+        unary_energy=float(batch.unary_energy[0]),
+        pairwise_energy=float(batch.pairwise_energy[0]),
+        energy=float(batch.energy[0]),
+        resolution=float(batch.resolution[0]),
+        n_cycles=int(batch.n_cycles[0]),
+    )
+
+
+def alpha_expansion_batch(
+    unary: torch.Tensor | np.ndarray,
+    weights: GridWeights,
+    *,
+    seeds: torch.Tensor | np.ndarray | None = None,
+    potts_weight: float = 1.0,
+    n_iter: int = 5,
+    init: torch.Tensor | np.ndarray | None = None,
+    allowed_labels: torch.Tensor | np.ndarray | None = None,
+    ignore_index: int = 255,
+    resolution: float | None = None,
+    n_jobs: int = 1,
+    pool: ExpansionPool | None = None,
+) -> BatchExpansionResult:
+    r""":func:`alpha_expansion` on each image of a batch, in parallel processes if asked.
+
+    Parameters
+    ----------
+    unary : torch.Tensor or numpy.ndarray
+        ``(B, K, H, W)`` float costs.
+    weights : GridWeights
+        Pair weights of batch size ``B``.
+    seeds, init : torch.Tensor or numpy.ndarray, optional
+        ``(B, H, W)`` integer seeds (``ignore_index`` = unlabelled) and initial labellings.
+    allowed_labels : torch.Tensor or numpy.ndarray, optional
+        ``(B, K)`` bool masks, one per image (e.g. the classes in each image's seeds).
+    potts_weight, n_iter, ignore_index, resolution
+        As in :func:`alpha_expansion` (``resolution`` applies to every image).
+    n_jobs : int, default 1
+        Worker processes for a pool opened for this call only (``-1``: one per core); ``1``
+        solves serially in this process. Ignored when ``pool`` is given.
+    pool : ExpansionPool, optional
+        An open pool to reuse across calls (preferred when calling every mini-batch).
+
+    Returns
+    -------
+    BatchExpansionResult
+        ``labels`` ``(B, H, W)`` int64 and per-image float64 energies. Images are independent
+        and GCO is deterministic, so parallel results equal serial ones exactly.
+
+    References
+    ----------
+    .. [1] D. Marin, M. Tang, I. Ben Ayed, Y. Boykov, "Beyond Gradient Descent for Regularized
+       Segmentation Losses", CVPR 2019, arXiv:1809.02322.
+    .. [2] Y. Boykov, O. Veksler, R. Zabih, "Fast approximate energy minimization via graph
+       cuts", IEEE TPAMI 23(11), 2001.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from beyondgd.segmentation.grid import contrast_weights
+    >>> from beyondgd.segmentation.proposals import alpha_expansion_batch
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> images, unary = torch.rand(2, 3, 8, 8, generator=gen), torch.rand(2, 4, 8, 8, generator=gen)
+    >>> result = alpha_expansion_batch(unary, contrast_weights(images), potts_weight=0.5)
+    >>> result.labels.shape, result.energy.dtype
+    (torch.Size([2, 8, 8]), torch.float64)
+    """
+    array = _float_array("unary", unary, 4, "(B, K, H, W)")
+    n_images, n_labels, height, width = array.shape
+    if seeds is not None:
+        seeds = _int_array("seeds", seeds, (n_images, height, width), "(B, H, W)")
+    if init is not None:
+        init = _int_array("init", init, (n_images, height, width), "(B, H, W)")
+    if allowed_labels is not None:
+        allowed_labels = _bool_array(
+            "allowed_labels", allowed_labels, (n_images, n_labels), "(B, K)"
+        )
+    if pool is not None and not isinstance(pool, ExpansionPool):
+        raise TypeError(f"pool must be an ExpansionPool or None, got {type(pool).__name__}")
+    if pool is not None and pool.closed:
+        raise ValueError("pool is closed; open a new ExpansionPool")
+    n_jobs = _check_n_jobs(n_jobs)
+    return _solve(
+        array,
+        _device_of(unary),
+        weights,
+        seeds,
+        potts_weight,
+        n_iter,
+        init,
+        allowed_labels,
+        ignore_index,
+        resolution,
+        pool=pool,
+        n_jobs=n_jobs,
+    )
+
+
+def _device_of(unary: object) -> torch.device:
+    return unary.device if isinstance(unary, torch.Tensor) else torch.device("cpu")
+
+
+def _solve(
+    unary: np.ndarray,
+    device: torch.device,
+    weights: object,
+    seeds: np.ndarray | None,
+    potts_weight: object,
+    n_iter: object,
+    init: np.ndarray | None,
+    allowed: np.ndarray | None,
+    ignore_index: object,
+    resolution: object,
+    *,
+    pool: ExpansionPool | None,
+    n_jobs: int,
+) -> BatchExpansionResult:
+    """Shared body of the public functions: ``unary`` is a finite ``(B, K, H, W)`` float64 array,
+    the optional arrays are shape-checked; the remaining arguments are validated here."""
+    n_images, n_labels, height, width = unary.shape
+    if n_labels < 2:
+        raise ValueError(f"unary must have K >= 2 labels, got K={n_labels}")
+    weights = _check_weights(weights, n_images, height, width)
+    potts_weight = check_number("potts_weight", potts_weight, low=0.0)
+    n_iter = check_int("n_iter", n_iter, low=-1)
+    ignore_index = check_int("ignore_index", ignore_index)
+    if 0 <= ignore_index < n_labels:
+        raise ValueError(f"ignore_index must not be a label in [0, {n_labels}), got {ignore_index}")
+    if resolution is not None:
+        resolution = check_number("resolution", resolution, low=0.0, low_inclusive=False)
+    if allowed is None:
+        allowed = np.ones((n_images, n_labels), dtype=bool)
+    empty = ~allowed.any(axis=1)
+    if empty.any():
+        raise ValueError(
+            f"allowed_labels must allow at least one label (image {int(empty.argmax())})"
+        )
+    if seeds is None:
+        seeds = np.full((n_images, height, width), -1, dtype=np.int64)
+    else:
+        seeds = _check_seed_labels(seeds, n_labels, ignore_index)
+    if init is not None:
+        bad = (init < 0) | (init >= n_labels)
+        if bad.any():
+            raise ValueError(f"init must be labels in [0, {n_labels}), got {int(init[bad][0])}")
+        disallowed = ~np.take_along_axis(allowed, init.reshape(n_images, -1), axis=1)
+        if disallowed.any():
+            raise ValueError("init uses a label that allowed_labels excludes")
+    _import_gco()  # fail early, in this process, with the install hint
+
+    weights64 = GridWeights(
+        weights.offsets,
+        [m.detach().to("cpu", torch.float64) for m in weights.maps],
+        height,
+        width,
+    )
+    problems, resolutions = [], []
+    for index in range(n_images):
+        pair_index, pair_weight = edge_list(weights64, index)
+        problem, used = _integer_problem(
+            unary[index].reshape(n_labels, -1),
+            pair_index.numpy(),
+            pair_weight.numpy() * potts_weight,
+            seeds[index].reshape(-1),
+            allowed[index],
+            None if init is None else init[index].reshape(-1),
+            resolution,
+            n_iter,
+            image="" if n_images == 1 else f" {index}",
+        )
+        problems.append(problem)
+        resolutions.append(used)
+
+    if pool is not None:
+        solutions = pool._map(problems)
+    elif n_jobs > 1 and n_images > 1:
+        with ExpansionPool(min(n_jobs, n_images)) as call_pool:
+            solutions = call_pool._map(problems)
+    else:
+        solutions = [_solve_integer_problem(problem) for problem in problems]
+
+    labels = torch.from_numpy(np.stack([s[0] for s in solutions]).reshape(n_images, height, width))
+    unary_t = torch.from_numpy(unary)
+    unary_energy = unary_t.gather(1, labels.unsqueeze(1)).sum(dim=(1, 2, 3))
+    pairwise_energy = potts_weight * potts_energy(labels, weights64)
+    energy = unary_energy + pairwise_energy
+    if not bool(torch.isfinite(energy).all()):
+        raise ValueError("the energy overflows float64: unary or potts_weight * weights too large")
+    return BatchExpansionResult(
+        labels=labels.to(device),
+        unary_energy=unary_energy.to(device),
+        pairwise_energy=pairwise_energy.to(device),
+        energy=energy.to(device),
+        resolution=torch.tensor(resolutions, dtype=torch.float64, device=device),
+        n_cycles=torch.tensor([s[1] for s in solutions], dtype=torch.int64, device=device),
+    )
