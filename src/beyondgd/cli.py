@@ -3,13 +3,19 @@
 beyondgd list
 beyondgd reproduce NAME [NAME ...] | all  [--preset quick|full] [--seeds N] [--out DIR] [--resume]
 beyondgd report [--out DIR]
+beyondgd segment train   --images DIR --scribbles DIR [--masks DIR] --method adm|gd|pce --lam L
+                         --out DIR
+beyondgd segment compare --images DIR --scribbles DIR --masks DIR [--lams L ...] --out DIR
+beyondgd segment predict --model FILE --images DIR --out DIR
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 from beyondgd.experiments import get, names, run_experiment, write_index
 from beyondgd.experiments.base import PRESETS
@@ -72,6 +78,192 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_folder(args: argparse.Namespace, *, need_masks: bool = False):
+    from beyondgd.data.scenes import load_scribble_folder
+
+    if need_masks and not args.masks:
+        raise ValueError(
+            "--masks is required: the comparison selects lambda and reports mIoU on held-out "
+            "images with ground-truth masks (use `segment train` without masks)"
+        )
+    size = None if args.size is None else (args.size, args.size)
+    return load_scribble_folder(args.images, args.scribbles, masks=args.masks, size=size)
+
+
+def _cmd_segment_train(args: argparse.Namespace) -> int:
+    from beyondgd.segmentation import SegmentationTrainer, SegNet, save_segnet
+
+    data = _load_folder(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch_seed(args.seed)
+    model = SegNet(data.images.shape[1], data.n_classes, width=args.width)
+    common = dict(
+        lr=args.lr,
+        batch_size=args.batch_size,
+        n_jobs=args.n_jobs,
+        seed=args.seed,
+        progress=not args.no_progress,
+        eval_every=args.eval_every,
+    )
+    pre = SegmentationTrainer(
+        model,
+        method="pce",
+        lam=0.0,
+        steps=args.pretrain_steps,
+        checkpoint=out / "pretrain.ckpt",
+        **common,
+    ).fit(data, resume=args.resume)
+    regularizer = "dense" if args.regularizer == "dense" else "grid"
+    fine = SegmentationTrainer(
+        model,
+        method=args.method,
+        lam=args.lam,
+        regularizer=regularizer,
+        steps=args.steps,
+        checkpoint=out / "finetune.ckpt",
+        **common,
+    ).fit(data, resume=args.resume)
+    save_segnet(
+        out / "model.pt", model, class_names=data.class_names, method=args.method, lam=args.lam
+    )
+    summary = {
+        "pretrain": pre.history,
+        "finetune": fine.history,
+        "diverged": fine.diverged,
+        "train_seconds": pre.train_seconds + fine.train_seconds,
+        "xstep_seconds": fine.xstep_seconds,
+    }
+    (out / "history.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    final = {k: v for k, v in fine.final.items() if isinstance(v, float)}
+    print(json.dumps(final, indent=2))
+    print(f"model: {out / 'model.pt'}")
+    return 0
+
+
+def _cmd_segment_compare(args: argparse.Namespace) -> int:
+    from beyondgd.experiments import get, run_experiment
+
+    _load_folder(args, need_masks=True)  # fail early, before any training
+    lams = [float(x) for x in args.lams]
+    overrides = {
+        "datasets": ["folder"],
+        "folder": {
+            "images": str(args.images),
+            "scribbles": str(args.scribbles),
+            "masks": str(args.masks),
+            "size": args.size,
+            "val_fraction": 0.2,
+            "test_fraction": 0.2,
+        },
+        "lams": {"gd-grid": lams, "gd-dense": lams, "adm": lams},
+        "lengths": [],
+        "pretrain_steps": args.pretrain_steps,
+        "finetune_steps": args.steps,
+        "width": args.width,
+        "batch": args.batch_size,
+        "lr": args.lr,
+        "n_jobs": args.n_jobs,
+    }
+    result = run_experiment(
+        get("adm"),
+        preset="quick",
+        seeds=args.seeds,
+        out_dir=args.out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        config_overrides=overrides,
+    )
+    print(f"report: {result.out_dir / 'report.md'}")
+    for v in result.report.verdicts:
+        print(f"  [{v.status}] {v.claim}")
+    return 0
+
+
+def _cmd_segment_predict(args: argparse.Namespace) -> int:
+    from beyondgd.data.scenes import colorize, load_images, save_label_png
+    from beyondgd.segmentation import load_segnet, predict
+
+    model, info = load_segnet(args.model)
+    names, images = load_images(args.images, size=args.size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = predict(model, images)
+    from PIL import Image
+
+    for name, lab in zip(names, labels):
+        save_label_png(out / f"{name}.png", lab)
+        Image.fromarray(colorize(lab)).save(out / f"{name}_color.png")
+    print(f"{len(names)} masks written to {out} (label ids; *_color.png for viewing)")
+    return 0
+
+
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def _segment_parsers(sub) -> None:
+    seg = sub.add_parser("segment", help="scribble-supervised segmentation on your own images")
+    seg_sub = seg.add_subparsers(dest="segment_command", required=True)
+
+    def data_args(p, masks_required=False):
+        p.add_argument("--images", required=True, help="folder of images (png/jpg)")
+        p.add_argument(
+            "--scribbles",
+            required=True,
+            help="folder of scribble PNGs, same names; 255 = unlabelled",
+        )
+        p.add_argument(
+            "--masks",
+            required=masks_required,
+            default=None,
+            help="folder of ground-truth label PNGs (optional for train)",
+        )
+        p.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE")
+
+    def train_args(p):
+        p.add_argument("--steps", type=int, default=400, help="fine-tuning steps")
+        p.add_argument("--pretrain-steps", type=int, default=400, help="pCE pre-training steps")
+        p.add_argument("--batch-size", type=int, default=8)
+        p.add_argument("--lr", type=float, default=2e-3)
+        p.add_argument("--width", type=int, default=16, help="network width")
+        p.add_argument("--n-jobs", type=int, default=2, help="processes for alpha-expansion")
+        p.add_argument("--out", required=True, help="output folder")
+        p.add_argument("--resume", action="store_true", help="continue from the checkpoints")
+        p.add_argument("--no-progress", action="store_true")
+
+    p = seg_sub.add_parser("train", help="pCE pre-training, then pce | gd | adm fine-tuning")
+    data_args(p)
+    train_args(p)
+    p.add_argument("--method", choices=("adm", "gd", "pce"), default="adm")
+    p.add_argument("--lam", type=float, default=3.0, help="regularization weight lambda")
+    p.add_argument(
+        "--regularizer",
+        choices=("grid", "dense"),
+        default="grid",
+        help="GD's regularizer (ADM always uses the grid Potts model)",
+    )
+    p.add_argument("--eval-every", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_segment_train)
+
+    p = seg_sub.add_parser("compare", help="pCE vs GD vs ADM on your data, with a report")
+    data_args(p, masks_required=True)
+    train_args(p)
+    p.add_argument("--lams", nargs="+", default=["1", "3", "10"], help="lambda grid")
+    p.add_argument("--seeds", type=int, default=1)
+    p.set_defaults(func=_cmd_segment_compare)
+
+    p = seg_sub.add_parser("predict", help="write PNG masks predicted by a trained model")
+    p.add_argument("--model", required=True, help="model.pt written by `segment train`")
+    p.add_argument("--images", required=True, help="folder of images")
+    p.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE")
+    p.add_argument("--out", required=True, help="output folder for the masks")
+    p.set_defaults(func=_cmd_segment_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="beyondgd",
@@ -94,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="gather all reports into OUT/index.html")
     p.add_argument("--out", default="results", help="results directory (default: results)")
     p.set_defaults(func=_cmd_report)
+
+    _segment_parsers(sub)
     return parser
 
 
@@ -101,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

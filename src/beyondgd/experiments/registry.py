@@ -20,6 +20,7 @@ BUILTIN_MODULES = (
     "beyondgd.experiments.dlc_toy",
     "beyondgd.experiments.dlc_registration",
     "beyondgd.experiments.dlc_classify",
+    "beyondgd.experiments.adm",
 )
 
 

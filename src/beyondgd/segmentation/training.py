@@ -1,0 +1,604 @@
+r"""One training loop for scribble-supervised segmentation: pCE, GD on a regularized loss, and ADM.
+
+With seeds :math:`\Omega_L` (scribbles, labels :math:`y_p`), network output
+:math:`S = \mathrm{softmax}(f_\theta(I))` and a Potts / CRF regularizer :math:`R`:
+
+- ``method="pce"``: partial cross-entropy :math:`\frac{1}{|\Omega_L|}\sum_{p\in\Omega_L} -\log
+  S_p^{y_p}` only;
+- ``method="gd"``: gradient descent on the regularized loss
+  :math:`\mathrm{pCE}(S) + \lambda R(S) / N` with a relaxed grid Potts (:class:`GridPottsLoss`)
+  or dense CRF (:class:`DenseCRFLoss`) regularizer (per-pixel normalised);
+- ``method="adm"``: the alternating direction method of Marin et al. (2019) on
+  :math:`\mathrm{pCE}(S) + \beta\, \frac{1}{|\Omega_U|}\sum_{p\in\Omega_U} -\log S_p^{X_p} +
+  \lambda R(X) / N` over the network and a discrete labelling :math:`X` (:math:`X = y` on the
+  seeds). The X-step (network fixed) is the Potts MRF
+  :math:`\min_X \sum_p -\beta \log S_p^{X_p} + \lambda \sum_{pq} w_{pq}[X_p \ne X_q]`, solved by
+  alpha-expansion with the seeds as hard constraints (same per-pixel normalisation on both
+  sides, so :math:`\lambda` means the same thing for GD and ADM); the
+  :math:`\theta`-step is one optimizer step on the cross-entropy to :math:`X`.
+
+Proposal schedules: ``"batch"`` recomputes :math:`X` for every mini-batch from the same forward
+pass the step uses (the paper's code); ``"cached"`` recomputes it for the whole training set
+every ``refresh_every`` steps (the PyTorch follow-up), optionally restricting each image's labels
+to the classes present in its seeds (``restrict_labels``).
+
+All methods share the data order, optimizer and step budget; the trainer counts forward/backward
+passes in images and wall time (network and X-step separately). Every ``eval_every`` steps it
+records, on the training set, the grid-CRF objective in relaxed form
+(:math:`\mathrm{pCE}(S) + \lambda_E R_\text{bilinear}(S)/N`) and in discrete form on the network's
+hard output (:math:`\mathrm{pCE}(S) + \lambda_E R(\arg\max S)/N`) with
+:math:`\lambda_E` = ``energy_lam`` (default ``lam``), seed accuracy and, where ground truth
+exists, mIoU and pixel accuracy on the training and test sets.
+
+References
+----------
+D. Marin, M. Tang, I. Ben Ayed, Y. Boykov, "Beyond Gradient Descent for Regularized Segmentation
+Losses", CVPR 2019, arXiv:1809.02322.
+M. Tang, F. Perazzi, A. Djelouah, I. Ben Ayed, C. Schroers, Y. Boykov, "On Regularized Losses for
+Weakly-supervised CNN Segmentation", ECCV 2018.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from beyondgd.core import (
+    atomic_write_bytes,
+    check_choice,
+    check_int,
+    check_number,
+    make_generator,
+)
+from beyondgd.data.scenes import SegmentationData
+from beyondgd.segmentation.grid import GridWeights, contrast_weights, potts_energy
+from beyondgd.segmentation.losses import DenseCRFLoss, GridPottsLoss
+from beyondgd.segmentation.metrics import confusion_matrix, mean_iou, pixel_accuracy
+from beyondgd.segmentation.proposals import ExpansionPool, alpha_expansion_batch
+
+METHODS = ("pce", "gd", "adm")
+REGULARIZERS = ("grid", "dense")
+SCHEDULES = ("batch", "cached")
+
+
+@dataclass
+class SegmentationResult:
+    """What :meth:`SegmentationTrainer.fit` returns.
+
+    ``history`` holds one record per evaluation (every ``eval_every`` steps and at the end);
+    ``final`` is the last one. ``diverged`` is set when a loss became non-finite (training stops
+    there and the record says so instead of carrying NaN on).
+    """
+
+    history: list[dict[str, Any]]
+    final: dict[str, Any]
+    steps: int
+    samples: int
+    train_seconds: float
+    xstep_seconds: float
+    diverged: bool = False
+    proposals: torch.Tensor | None = field(default=None, repr=False)
+
+
+def _nonfinite_error(what: str) -> FloatingPointError:
+    return FloatingPointError(
+        f"{what} is not finite; lower the learning rate or lambda (training stopped)"
+    )
+
+
+class SegmentationTrainer:
+    """Train a segmentation network from scribbles with pCE, GD on a regularized loss, or ADM.
+
+    Parameters
+    ----------
+    model
+        Any ``nn.Module`` mapping ``(B, C, H, W)`` images to ``(B, K, H, W)`` logits.
+    method
+        ``"pce"``, ``"gd"`` or ``"adm"`` (see the module docstring).
+    lam
+        Regularization weight :math:`\\lambda` (per-pixel normalised regularizer); ignored by
+        ``"pce"``.
+    regularizer
+        ``"grid"`` (contrast-sensitive Potts on the pixel grid) or ``"dense"`` (dense CRF; GD
+        only: ADM's X-step uses the grid).
+    relaxation, neighbourhood, contrast
+        Grid Potts relaxation for GD, neighbourhood (4 or 8) and contrast-sensitive weights.
+    sigma_rgb, sigma_xy
+        Dense CRF bandwidths (0-255 colour units, pixels).
+    beta
+        ADM weight of the cross-entropy to the proposals on the unlabelled pixels (1.5 in the
+        paper's code).
+    expansion_iters
+        Alpha-expansion cycles per X-step (5 in the paper's code).
+    schedule, refresh_every, restrict_labels
+        ADM proposal schedule (``"batch"`` or ``"cached"``), the cached schedule's refresh period
+        in steps, and whether proposals may only use the classes present in the image's seeds.
+    lr, weight_decay, batch_size, steps
+        Adam step size and weight decay, mini-batch size, number of steps (the budget).
+    eval_every
+        Steps between evaluations (0: only at the end).
+    energy_lam
+        :math:`\\lambda` of the grid-CRF energies recorded at evaluation (default: ``lam``), so
+        methods trained with different lambdas can be compared on one objective.
+    n_jobs
+        Processes for the X-step (images of a batch solved in parallel).
+    seed
+        Seeds the mini-batch order.
+    checkpoint, checkpoint_every
+        Path of an atomic checkpoint written every ``checkpoint_every`` steps (and at the end);
+        ``fit(..., resume=True)`` continues from it to the same numbers.
+
+    Examples
+    --------
+    >>> from beyondgd.data.scenes import make_texture_scenes, make_scribbles
+    >>> from beyondgd.segmentation import SegNet, SegmentationTrainer
+    >>> data = make_texture_scenes(8, size=32, seed=0)
+    >>> data = data.with_scribbles(make_scribbles(data.masks, seed=0))
+    >>> trainer = SegmentationTrainer(SegNet(3, data.n_classes, width=4), method="adm", lam=3.0,
+    ...                               steps=2, batch_size=4)
+    >>> result = trainer.fit(data)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        method: str = "adm",
+        lam: float = 1.0,
+        regularizer: str = "grid",
+        relaxation: str = "bilinear",
+        neighbourhood: int = 8,
+        contrast: bool = True,
+        sigma_rgb: float = 15.0,
+        sigma_xy: float = 100.0,
+        beta: float = 1.5,
+        expansion_iters: int = 5,
+        schedule: str = "batch",
+        refresh_every: int = 50,
+        restrict_labels: bool = False,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        batch_size: int = 16,
+        steps: int = 400,
+        eval_every: int = 0,
+        energy_lam: float | None = None,
+        n_jobs: int = 1,
+        seed: int = 0,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 50,
+        progress: bool = False,
+    ):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.method = check_choice("method", method, METHODS)
+        self.lam = check_number("lam", lam, low=0.0)
+        self.regularizer = check_choice("regularizer", regularizer, REGULARIZERS)
+        if method == "adm" and regularizer != "grid":
+            raise ValueError(
+                "regularizer must be 'grid' for method='adm' (the X-step is a grid MRF)"
+            )
+        self.neighbourhood = neighbourhood
+        self.contrast = bool(contrast)
+        self.grid_loss = GridPottsLoss(
+            relaxation=relaxation, neighbourhood=neighbourhood, contrast=contrast
+        )
+        self.energy_relaxed = GridPottsLoss(
+            relaxation="bilinear", neighbourhood=neighbourhood, contrast=contrast, reduction="none"
+        )
+        self.dense_loss = (
+            DenseCRFLoss(sigma_rgb=sigma_rgb, sigma_xy=sigma_xy) if regularizer == "dense" else None
+        )
+        self.beta = check_number("beta", beta, low=0.0)
+        self.expansion_iters = check_int("expansion_iters", expansion_iters, low=-1)
+        self.schedule = check_choice("schedule", schedule, SCHEDULES)
+        self.refresh_every = check_int("refresh_every", refresh_every, low=1)
+        self.restrict_labels = bool(restrict_labels)
+        self.lr = check_number("lr", lr, low=0.0, low_inclusive=False)
+        self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
+        self.steps = check_int("steps", steps, low=0)
+        self.eval_every = check_int("eval_every", eval_every, low=0)
+        self.energy_lam = (
+            self.lam if energy_lam is None else check_number("energy_lam", energy_lam, low=0.0)
+        )
+        self.n_jobs = check_int("n_jobs", n_jobs, low=1)
+        self.seed = check_int("seed", seed)
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.checkpoint_every = check_int("checkpoint_every", checkpoint_every, low=1)
+        self.progress = bool(progress)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("model has no trainable parameters (requires_grad=True)")
+        self.optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    # ------------------------------------------------------------------ configuration
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that determine the numbers (stored in checkpoints and results)."""
+        return {
+            "method": self.method,
+            "lam": self.lam,
+            "regularizer": self.regularizer,
+            "relaxation": self.grid_loss.relaxation,
+            "neighbourhood": self.neighbourhood,
+            "contrast": self.contrast,
+            "beta": self.beta,
+            "expansion_iters": self.expansion_iters,
+            "schedule": self.schedule,
+            "refresh_every": self.refresh_every,
+            "restrict_labels": self.restrict_labels,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "batch_size": self.batch_size,
+            "steps": self.steps,
+            "energy_lam": self.energy_lam,
+            "seed": self.seed,
+        }
+
+    # ------------------------------------------------------------------ pieces
+
+    def _logits(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.model(images)
+        if logits.dim() != 4 or logits.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"model output must have shape (B, K, H, W) for input {tuple(images.shape)}, "
+                f"got {tuple(logits.shape)}"
+            )
+        if logits.shape[-2:] != images.shape[-2:]:
+            raise ValueError(
+                f"model output size {tuple(logits.shape[-2:])} differs from the image size "
+                f"{tuple(images.shape[-2:])}"
+            )
+        return logits
+
+    def _check_classes(self, data: SegmentationData, name: str) -> None:
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            k = self._logits(data.images[:1]).shape[1]
+        self.model.train(was_training)
+        if k < 2:
+            raise ValueError(f"the model must output K >= 2 class scores, got K = {k}")
+        if k < data.n_classes:
+            raise ValueError(
+                f"{name} has labels of {data.n_classes} classes but the model outputs K = {k} "
+                "class scores; build the model with n_classes >= the number of classes"
+            )
+
+    def _allowed(self, seeds: torch.Tensor, n_classes: int, ignore: int) -> torch.Tensor | None:
+        if not self.restrict_labels:
+            return None
+        allowed = torch.zeros(seeds.shape[0], n_classes, dtype=torch.bool)
+        for i, s in enumerate(seeds):
+            present = s[s != ignore].unique()
+            allowed[i, present] = True
+        return allowed
+
+    def _proposals(
+        self,
+        log_probs: torch.Tensor,
+        weights: GridWeights,
+        seeds: torch.Tensor,
+        ignore: int,
+        pool: ExpansionPool | None,
+    ) -> torch.Tensor:
+        """The X-step: alpha-expansion on -beta log S + lam Potts, seeds hard."""
+        unary = (-self.beta * log_probs.detach()).double()
+        result = alpha_expansion_batch(
+            unary,
+            weights,
+            seeds=seeds,
+            potts_weight=self.lam,
+            n_iter=self.expansion_iters,
+            allowed_labels=self._allowed(seeds, log_probs.shape[1], ignore),
+            ignore_index=ignore,
+            n_jobs=self.n_jobs,
+            pool=pool,
+        )
+        return result.labels
+
+    def _all_proposals(self, data, weights, pool) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(data), 64):
+                sl = slice(start, start + 64)
+                log_probs = F.log_softmax(self._logits(data.images[sl]), 1)
+                out.append(
+                    self._proposals(
+                        log_probs, weights[sl], data.scribbles[sl], data.ignore_index, pool
+                    )
+                )
+        self.model.train(was_training)
+        return torch.cat(out)
+
+    def _regularizer(self, probs, images, weights) -> torch.Tensor:
+        if self.regularizer == "dense":
+            return self.dense_loss(probs, images)
+        return self.grid_loss(probs, weights=weights)
+
+    def _step_loss(self, data, idx, weights, cached, pool) -> tuple[torch.Tensor, float]:
+        images, seeds = data.images[idx], data.scribbles[idx]
+        ignore = data.ignore_index
+        log_probs = F.log_softmax(self._logits(images), 1)
+        if not bool(torch.isfinite(log_probs).all()):
+            raise _nonfinite_error("the network output")
+        loss = F.nll_loss(log_probs, seeds, ignore_index=ignore)
+        xstep = 0.0
+        if self.method == "gd" and self.lam > 0:
+            loss = loss + self.lam * self._regularizer(log_probs.exp(), images, weights[idx])
+        elif self.method == "adm":
+            if cached is None:
+                t0 = time.perf_counter()
+                proposals = self._proposals(log_probs, weights[idx], seeds, ignore, pool)
+                xstep = time.perf_counter() - t0
+            else:
+                proposals = cached[idx]
+            unlabelled = torch.where(seeds == ignore, proposals, torch.full_like(seeds, ignore))
+            if bool((unlabelled != ignore).any()):
+                loss = loss + self.beta * F.nll_loss(log_probs, unlabelled, ignore_index=ignore)
+        return loss, xstep
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        data: SegmentationData,
+        weights: GridWeights | None = None,
+        *,
+        energies: bool = True,
+        per_image: bool = False,
+        batch_size: int = 64,
+    ) -> dict[str, Any]:
+        """Metrics of the current network on ``data`` (eval mode).
+
+        Returns mIoU and pixel accuracy (when ``data.masks`` exists; IoU per class over all
+        pixels of the set), seed accuracy and, with ``energies``, the grid-CRF objective with
+        ``energy_lam`` in relaxed and discrete form (means over images of
+        pCE + energy_lam * Potts / N), its per-pixel Potts parts (``potts_relaxed``,
+        ``potts_hard``) and the partial cross-entropy. With ``per_image``, also lists of each
+        image's mIoU (``image_miou``), ``image_pce`` and ``image_potts_hard``.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        if energies and weights is None:
+            weights = contrast_weights(data.images, self.neighbourhood, contrast=self.contrast)
+        k = None
+        conf = None
+        seed_hits = seed_total = 0
+        pce_sum = relaxed_sum = potts_sum = 0.0
+        image_miou: list[float] = []
+        image_pce: list[float] = []
+        image_potts: list[float] = []
+        for start in range(0, len(data), batch_size):
+            sl = slice(start, start + batch_size)
+            images = data.images[sl]
+            logits = self._logits(images)
+            log_probs = F.log_softmax(logits, 1)
+            if not bool(torch.isfinite(log_probs).all()):
+                raise _nonfinite_error("the network output")
+            k = log_probs.shape[1]
+            pred = log_probs.argmax(1)
+            if data.masks is not None:
+                c = confusion_matrix(pred, data.masks[sl], k, ignore_index=data.ignore_index)
+                conf = c if conf is None else conf + c
+                if per_image:
+                    image_miou += [
+                        mean_iou(confusion_matrix(p, m, k, ignore_index=data.ignore_index))
+                        for p, m in zip(pred, data.masks[sl])
+                    ]
+            if data.scribbles is not None:
+                seeds = data.scribbles[sl]
+                labelled = seeds != data.ignore_index
+                seed_hits += int((pred[labelled] == seeds[labelled]).sum())
+                seed_total += int(labelled.sum())
+                if energies:
+                    n_pix = images.shape[-1] * images.shape[-2]
+                    nll = F.nll_loss(
+                        log_probs, seeds, ignore_index=data.ignore_index, reduction="none"
+                    )
+                    image_nll = nll.sum((1, 2)) / labelled.sum((1, 2)).clamp_min(1)
+                    w = weights[sl]
+                    hard = potts_energy(pred, w) / n_pix
+                    pce_sum += float(image_nll.sum())
+                    relaxed_sum += float(
+                        self.energy_relaxed(log_probs.exp(), weights=w).sum() / n_pix
+                    )
+                    potts_sum += float(hard.sum())
+                    if per_image:
+                        image_pce += image_nll.tolist()
+                        image_potts += hard.tolist()
+        self.model.train(was_training)
+        n = len(data)
+        rec: dict[str, Any] = {}
+        if conf is not None:
+            rec["miou"] = mean_iou(conf)
+            rec["pixel_accuracy"] = pixel_accuracy(conf)
+        if seed_total:
+            rec["seed_accuracy"] = seed_hits / seed_total
+        if energies and data.scribbles is not None:
+            rec["pce"] = pce_sum / n
+            rec["potts_relaxed"] = relaxed_sum / n
+            rec["potts_hard"] = potts_sum / n
+            rec["energy_relaxed"] = (pce_sum + self.energy_lam * relaxed_sum) / n
+            rec["energy_discrete"] = (pce_sum + self.energy_lam * potts_sum) / n
+        if per_image:
+            if data.masks is not None:
+                rec["image_miou"] = image_miou
+            if energies and data.scribbles is not None:
+                rec["image_pce"], rec["image_potts_hard"] = image_pce, image_potts
+        return rec
+
+    # ------------------------------------------------------------------ training
+
+    def _save(self, state: dict[str, Any]) -> None:
+        if self.checkpoint is None:
+            return
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.checkpoint, buf.getvalue())
+
+    def fit(
+        self,
+        train: SegmentationData,
+        test: SegmentationData | None = None,
+        *,
+        resume: bool = False,
+        callback: Callable[[dict[str, Any]], bool | None] | None = None,
+    ) -> SegmentationResult:
+        """Run ``steps`` optimizer steps on ``train`` (which must carry scribbles).
+
+        ``callback(record)`` is called after each evaluation; returning ``True`` stops training.
+        """
+        if not isinstance(train, SegmentationData):
+            raise TypeError(f"train must be a SegmentationData, got {type(train).__name__}")
+        train.require_scribbles()
+        if test is not None and not isinstance(test, SegmentationData):
+            raise TypeError(f"test must be a SegmentationData or None, got {type(test).__name__}")
+        self._check_classes(train, "train")
+        if test is not None:
+            self._check_classes(test, "test")
+        n = len(train)
+        weights = contrast_weights(train.images, self.neighbourhood, contrast=self.contrast)
+        settings = dict(self.settings(), n_train=n)
+        gen = make_generator(self.seed)
+        step, samples, train_seconds, xstep_seconds = 0, 0, 0.0, 0.0
+        history: list[dict[str, Any]] = []
+        cached: torch.Tensor | None = None
+        order = torch.empty(0, dtype=torch.long)
+        diverged = False
+
+        if resume and self.checkpoint is not None and self.checkpoint.exists():
+            saved = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+            if saved["settings"] != settings:
+                raise ValueError(
+                    f"checkpoint {self.checkpoint} was written with settings {saved['settings']}, "
+                    f"not {settings}; delete it or use resume=False"
+                )
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            gen.set_state(saved["generator"])
+            step, samples = saved["step"], saved["samples"]
+            train_seconds, xstep_seconds = saved["train_seconds"], saved["xstep_seconds"]
+            history, cached, order = saved["history"], saved["cached"], saved["order"]
+            diverged = saved["diverged"]
+
+        def record(at: int) -> dict[str, Any]:
+            rec: dict[str, Any] = {"step": at, "samples": samples, "epochs": samples / n}
+            rec["train_seconds"], rec["xstep_seconds"] = train_seconds, xstep_seconds
+            rec.update({f"train_{k}": v for k, v in self.evaluate(train, weights).items()})
+            if test is not None:
+                rec.update({f"test_{k}": v for k, v in self.evaluate(test, energies=False).items()})
+            return rec
+
+        def state() -> dict[str, Any]:
+            return {
+                "settings": settings,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "generator": gen.get_state(),
+                "step": step,
+                "samples": samples,
+                "train_seconds": train_seconds,
+                "xstep_seconds": xstep_seconds,
+                "history": history,
+                "cached": cached,
+                "order": order,
+                "diverged": diverged,
+            }
+
+        use_pool = self.method == "adm" and self.n_jobs > 1
+        pool_cm = ExpansionPool(self.n_jobs) if use_pool else contextlib.nullcontext()
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.steps, initial=step, desc=f"{self.method}", unit="step")
+        stop = False
+        with pool_cm as pool:
+            self.model.train()
+            while step < self.steps and not diverged and not stop:
+                t0 = time.perf_counter()
+                if (
+                    self.method == "adm"
+                    and self.schedule == "cached"
+                    and (cached is None or step % self.refresh_every == 0)
+                ):
+                    tx = time.perf_counter()
+                    cached = self._all_proposals(train, weights, pool)
+                    xstep_seconds += time.perf_counter() - tx
+                    self.model.train()
+                if order.numel() < self.batch_size:  # a new epoch: reshuffle what is left + all
+                    order = torch.cat([order, torch.randperm(n, generator=gen)])
+                idx, order = order[: self.batch_size], order[self.batch_size :]
+                self.optimizer.zero_grad(set_to_none=True)
+                try:
+                    loss, xs = self._step_loss(train, idx, weights, cached, pool)
+                    if not bool(torch.isfinite(loss)):
+                        raise _nonfinite_error("the training loss")
+                except FloatingPointError:
+                    diverged = True
+                    break
+                loss.backward()
+                self.optimizer.step()
+                step += 1
+                samples += int(idx.numel())
+                xstep_seconds += xs
+                train_seconds += time.perf_counter() - t0
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+                at_eval = self.eval_every and step % self.eval_every == 0 and step < self.steps
+                if at_eval:
+                    history.append(record(step))
+                    stop = bool(callback is not None and callback(history[-1]))
+                if step % self.checkpoint_every == 0 or at_eval:
+                    self._save(state())
+        if bar is not None:
+            bar.close()
+        if not history or history[-1]["step"] != step or diverged:
+            try:
+                final = record(step)
+            except FloatingPointError:
+                final = {"step": step, "samples": samples, "epochs": samples / n}
+                diverged = True
+            final["diverged"] = diverged
+            history.append(final)
+            if callback is not None:
+                callback(final)
+        self._save(state())
+        return SegmentationResult(
+            history=history,
+            final=history[-1],
+            steps=step,
+            samples=samples,
+            train_seconds=train_seconds,
+            xstep_seconds=xstep_seconds,
+            diverged=diverged,
+            proposals=cached,
+        )
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 64) -> torch.Tensor:
+    """The network's hard labelling ``(N, H, W)`` (eval mode, argmax; no CRF post-processing)."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError("images must be a (N, C, H, W) tensor")
+    was_training = model.training
+    model.eval()
+    out = [model(images[s : s + batch_size]).argmax(1) for s in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, *images.shape[-2:], dtype=torch.long)
