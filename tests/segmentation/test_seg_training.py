@@ -51,8 +51,10 @@ def test_training_is_deterministic_under_a_seed(tiny, method):
         assert runs[0].xstep_seconds > 0
 
 
-@pytest.mark.parametrize("schedule", ["batch", "cached"])
-def test_a_killed_run_resumes_to_the_same_numbers(tiny, tmp_path, schedule):
+@pytest.mark.parametrize(
+    "schedule, overlap", [("batch", False), ("cached", False), ("batch", True)]
+)
+def test_a_killed_run_resumes_to_the_same_numbers(tiny, tmp_path, schedule, overlap):
     train, _ = tiny
     kwargs = dict(
         method="adm",
@@ -62,6 +64,7 @@ def test_a_killed_run_resumes_to_the_same_numbers(tiny, tmp_path, schedule):
         eval_every=3,
         checkpoint_every=2,
         schedule=schedule,
+        overlap=overlap,
         refresh_every=3,
         seed=0,
     )
@@ -136,6 +139,8 @@ def test_bad_input_is_named(tiny):
         SegmentationTrainer(_model(), method="adm", regularizer="dense")
     with pytest.raises(ValueError, match="schedule"):
         SegmentationTrainer(_model(), schedule="sometimes")
+    with pytest.raises(ValueError, match="overlap"):
+        SegmentationTrainer(_model(), method="adm", schedule="cached", overlap=True)
     with pytest.raises(TypeError, match="model"):
         SegmentationTrainer("net")
     with pytest.raises(ValueError, match="K = 2"):  # scribble labels >= K

@@ -45,6 +45,7 @@ import io
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,11 @@ class SegmentationTrainer:
     schedule, refresh_every, restrict_labels
         ADM proposal schedule (``"batch"`` or ``"cached"``), the cached schedule's refresh period
         in steps, and whether proposals may only use the classes present in the image's seeds.
+    overlap
+        With the ``"batch"`` schedule: compute the next mini-batch's proposals in a background
+        thread (from an eval-mode forward pass of the current network) while the network steps
+        on the current one, so the X-step runs in parallel with the network step; proposals are
+        then one step stale. GCO releases the GIL, so this needs no extra process.
     lr, weight_decay, batch_size, steps
         Adam step size and weight decay, mini-batch size, number of steps (the budget).
     eval_every
@@ -166,6 +172,7 @@ class SegmentationTrainer:
         schedule: str = "batch",
         refresh_every: int = 50,
         restrict_labels: bool = False,
+        overlap: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         batch_size: int = 16,
@@ -204,6 +211,9 @@ class SegmentationTrainer:
         self.schedule = check_choice("schedule", schedule, SCHEDULES)
         self.refresh_every = check_int("refresh_every", refresh_every, low=1)
         self.restrict_labels = bool(restrict_labels)
+        self.overlap = bool(overlap)
+        if self.overlap and (method != "adm" or schedule != "batch"):
+            raise ValueError("overlap=True needs method='adm' and schedule='batch'")
         self.lr = check_number("lr", lr, low=0.0, low_inclusive=False)
         self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
         self.batch_size = check_int("batch_size", batch_size, low=1)
@@ -238,6 +248,7 @@ class SegmentationTrainer:
             "schedule": self.schedule,
             "refresh_every": self.refresh_every,
             "restrict_labels": self.restrict_labels,
+            "overlap": self.overlap,
             "lr": self.lr,
             "weight_decay": self.weight_decay,
             "batch_size": self.batch_size,
@@ -324,12 +335,28 @@ class SegmentationTrainer:
         self.model.train(was_training)
         return torch.cat(out)
 
+    def _submit_next(self, thread, data, nxt, weights, pool):
+        """Start the X-step of the next batch ``nxt`` in ``thread`` (eval-mode forward now)."""
+        self.model.eval()
+        with torch.no_grad():
+            log_probs = F.log_softmax(self._logits(data.images[nxt]), 1)
+        self.model.train()
+        if not bool(torch.isfinite(log_probs).all()):
+            raise _nonfinite_error("the network output")
+        seeds = data.scribbles[nxt]
+        job = thread.submit(
+            self._proposals, log_probs, weights[nxt], seeds, data.ignore_index, pool
+        )
+        return nxt, job
+
     def _regularizer(self, probs, images, weights) -> torch.Tensor:
         if self.regularizer == "dense":
             return self.dense_loss(probs, images)
         return self.grid_loss(probs, weights=weights)
 
-    def _step_loss(self, data, idx, weights, cached, pool) -> tuple[torch.Tensor, float]:
+    def _step_loss(
+        self, data, idx, weights, cached, pool, given: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, float]:
         images, seeds = data.images[idx], data.scribbles[idx]
         ignore = data.ignore_index
         log_probs = F.log_softmax(self._logits(images), 1)
@@ -340,7 +367,9 @@ class SegmentationTrainer:
         if self.method == "gd" and self.lam > 0:
             loss = loss + self.lam * self._regularizer(log_probs.exp(), images, weights[idx])
         elif self.method == "adm":
-            if cached is None:
+            if given is not None:
+                proposals = given
+            elif cached is None:
                 t0 = time.perf_counter()
                 proposals = self._proposals(log_probs, weights[idx], seeds, ignore, pool)
                 xstep = time.perf_counter() - t0
@@ -479,6 +508,7 @@ class SegmentationTrainer:
         history: list[dict[str, Any]] = []
         cached: torch.Tensor | None = None
         order = torch.empty(0, dtype=torch.long)
+        prefetched: tuple[torch.Tensor, torch.Tensor] | None = None  # (batch, its proposals)
         diverged = False
 
         if resume and self.checkpoint is not None and self.checkpoint.exists():
@@ -494,6 +524,7 @@ class SegmentationTrainer:
             step, samples = saved["step"], saved["samples"]
             train_seconds, xstep_seconds = saved["train_seconds"], saved["xstep_seconds"]
             history, cached, order = saved["history"], saved["cached"], saved["order"]
+            prefetched = saved["prefetched"]
             diverged = saved["diverged"]
 
         def record(at: int) -> dict[str, Any]:
@@ -517,6 +548,7 @@ class SegmentationTrainer:
                 "history": history,
                 "cached": cached,
                 "order": order,
+                "prefetched": prefetched,
                 "diverged": diverged,
             }
 
@@ -528,6 +560,9 @@ class SegmentationTrainer:
 
             bar = tqdm(total=self.steps, initial=step, desc=f"{self.method}", unit="step")
         stop = False
+        ahead = 2 if self.overlap else 1  # batches of the order that must be known
+        thread = ThreadPoolExecutor(max_workers=1) if self.overlap else None
+        future: tuple[torch.Tensor, Future] | None = None
         with pool_cm as pool:
             self.model.train()
             while step < self.steps and not diverged and not stop:
@@ -541,12 +576,22 @@ class SegmentationTrainer:
                     cached = self._all_proposals(train, weights, pool)
                     xstep_seconds += time.perf_counter() - tx
                     self.model.train()
-                if order.numel() < self.batch_size:  # a new epoch: reshuffle what is left + all
+                while order.numel() < ahead * self.batch_size:  # new epoch: append a shuffle
                     order = torch.cat([order, torch.randperm(n, generator=gen)])
                 idx, order = order[: self.batch_size], order[self.batch_size :]
                 self.optimizer.zero_grad(set_to_none=True)
                 try:
-                    loss, xs = self._step_loss(train, idx, weights, cached, pool)
+                    given, tx = None, time.perf_counter()
+                    if thread is not None:
+                        if future is not None:
+                            prefetched, future = (future[0], future[1].result()), None
+                        if prefetched is not None and torch.equal(prefetched[0], idx):
+                            given = prefetched[1]
+                        prefetched = None
+                        nxt = order[: self.batch_size]
+                        future = self._submit_next(thread, train, nxt, weights, pool)
+                        xstep_seconds += time.perf_counter() - tx
+                    loss, xs = self._step_loss(train, idx, weights, cached, pool, given)
                     if not bool(torch.isfinite(loss)):
                         raise _nonfinite_error("the training loss")
                 except FloatingPointError:
@@ -566,7 +611,13 @@ class SegmentationTrainer:
                     history.append(record(step))
                     stop = bool(callback is not None and callback(history[-1]))
                 if step % self.checkpoint_every == 0 or at_eval:
+                    if future is not None:  # the checkpoint holds the finished proposals
+                        prefetched, future = (future[0], future[1].result()), None
                     self._save(state())
+            if future is not None:
+                prefetched, future = (future[0], future[1].result()), None
+        if thread is not None:
+            thread.shutdown(wait=True)
         if bar is not None:
             bar.close()
         if not history or history[-1]["step"] != step or diverged:
