@@ -22,6 +22,7 @@ TINY = {
     "width": 4,
     "pretrain_steps": 4,
     "finetune_steps": 3,
+    "eval_every": 2,
     "expansion_iters": 1,
     "n_jobs": 1,
     "lams": {"gd-grid": [1.0, 10.0], "gd-dense": [1.0], "adm": [1.0, 10.0]},
@@ -48,13 +49,15 @@ def test_adm_experiment_runs_is_deterministic_and_reports(tmp_path):
     text = (run_dir / "report.md").read_text()
     for needle in ("validation-best lambda", "discrete energy", "scribble length sweep", "0.5"):
         assert needle in text
-    assert (run_dir / "texture_lambda.png").exists() and (run_dir / "texture_examples.png").exists()
+    for figure in ("texture_lambda.png", "texture_examples.png", "texture_curves.png"):
+        assert (run_dir / figure).exists()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     verdicts = metrics["report"]["verdicts"]
     assert verdicts and all(v["status"] in VERDICTS for v in verdicts)
     rec = metrics["records"]["texture/len=1/seed=0/adm/lam=10"]
     assert rec["steps"] == 3 and len(rec["test_image_miou"]) == 6
     assert len(rec["train_image_pce"]) == 12 and rec["xstep_seconds"] > 0
+    assert [point[0] for point in rec["curve"]] == [2, 3]
 
 
 def _user_folder(root, n=10):

@@ -203,7 +203,7 @@ class ADMSegmentation(Experiment):
             "lr": 2e-3,
             "pretrain_steps": 200 if quick else 400,
             "finetune_steps": 150 if quick else 400,
-            "eval_every": 0,
+            "eval_every": 0 if quick else 50,  # training curves (evaluation changes no number)
             "neighbourhood": 8,
             "beta": 1.5,
             "expansion_iters": 3 if quick else 5,
@@ -263,7 +263,7 @@ class ADMSegmentation(Experiment):
         trainer = _trainer(
             config, model, p["method"], p["lam"], config["finetune_steps"], p["seed"]
         )
-        result = trainer.fit(train)
+        result = trainer.fit(train, test if config["eval_every"] else None)
         ref_lam = p["lam"] if p["method"] in ("gd-grid", "adm") else None
         trainer.energy_lam = ref_lam or 0.0
         tr = trainer.evaluate(train, per_image=True)
@@ -286,6 +286,10 @@ class ADMSegmentation(Experiment):
             "train_potts_relaxed": _finite(tr.get("potts_relaxed")),
             "train_image_pce": tr.get("image_pce"),
             "train_image_potts_hard": tr.get("image_potts_hard"),
+            "curve": [
+                [h["step"], _finite(h.get("train_energy_discrete")), _finite(h.get("test_miou"))]
+                for h in result.history
+            ],
         }
         if p["seed"] == config["seeds"][0]:
             from beyondgd.segmentation import predict
@@ -305,6 +309,9 @@ class ADMSegmentation(Experiment):
             verdicts += v
             notes += n
             figures.append(self._plot_lambda(config, records, ds, seeds, out_dir))
+            curves = self._plot_curves(config, records, ds, out_dir)
+            if curves is not None:
+                figures.append(curves)
             figures.append(self._plot_examples(config, records, ds, out_dir))
         for ds in config["length_datasets"]:
             if ds in config["datasets"] and config["lengths"]:
@@ -669,6 +676,39 @@ class ADMSegmentation(Experiment):
         fig.savefig(out_dir / name, dpi=90)
         plt.close(fig)
         return Figure(name, f"{ds}: test mIoU and training discrete energy against lambda")
+
+    def _plot_curves(self, config, records, ds, out_dir: Path) -> Figure | None:
+        """Discrete energy and test mIoU against steps for GD (grid) and ADM at a shared lambda
+        (seed 0); only when the runs recorded intermediate evaluations."""
+        from beyondgd.experiments.plotting import _pyplot
+
+        common = [lam for lam in config["lams"]["gd-grid"] if lam in config["lams"]["adm"]]
+        s0 = config["seeds"][0]
+        runs = {
+            (m, lam): records[self._key(ds, 1.0, s0, m, lam)].get("curve") or []
+            for m in ("gd-grid", "adm")
+            for lam in common
+        }
+        if not common or any(len(c) < 2 for c in runs.values()):
+            return None
+        plt = _pyplot()
+        fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
+        for (m, lam), curve in runs.items():
+            steps = [c[0] for c in curve]
+            style = "-" if m == "adm" else "--"
+            axes[0].plot(steps, [c[1] for c in curve], style, label=f"{SHORT[m]} λ={lam:g}")
+            axes[1].plot(steps, [c[2] for c in curve], style, label=f"{SHORT[m]} λ={lam:g}")
+        axes[0].set(yscale="log", xlabel="fine-tuning step", ylabel="discrete energy (train)")
+        axes[1].set(xlabel="fine-tuning step", ylabel="test mIoU")
+        for ax in axes:
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=6, ncol=2)
+        fig.suptitle(f"{ds}: GD (dashed) and ADM (solid) at equal steps, seed {s0}", fontsize=9)
+        fig.tight_layout()
+        name = f"{ds}_curves.png"
+        fig.savefig(out_dir / name, dpi=90)
+        plt.close(fig)
+        return Figure(name, f"{ds}: training curves of GD and ADM at the same lambdas")
 
     def _plot_examples(self, config, records, ds, out_dir: Path) -> Figure:
         from beyondgd.data.scenes import colorize
