@@ -69,9 +69,11 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
         Trainer(model, "mse", checkpoint=ckpt, **settings).fit(train, test, val, callback=kill)
     assert ckpt.exists()
     fresh = _model(op)  # a new process would rebuild the model from scratch
+    trained_epochs = []
     resumed = Trainer(fresh, "mse", checkpoint=ckpt, **settings).fit(
-        train, test=test, val=val, resume=True
+        train, test=test, val=val, resume=True, callback=lambda r: trained_epochs.append(r["epoch"])
     )
+    assert trained_epochs == [3, 4]  # it continued from the checkpoint instead of restarting
     assert _numbers(resumed) == _numbers(straight)
     assert all(
         torch.equal(a, b)

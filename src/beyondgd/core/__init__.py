@@ -1,6 +1,11 @@
 """Small shared helpers: input validation, cost accounting, atomic files, seeding."""
 
-from beyondgd.core.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text
+from beyondgd.core.checkpoint import (
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
 from beyondgd.core.cost import CostMeter
 from beyondgd.core.seeding import derive_seed, make_generator
 from beyondgd.core.validation import (
@@ -12,6 +17,7 @@ from beyondgd.core.validation import (
 
 __all__ = [
     "CostMeter",
+    "atomic_torch_save",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",

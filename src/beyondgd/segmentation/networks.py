@@ -70,9 +70,7 @@ class SegNet(nn.Module):
 
 def save_segnet(path, model: SegNet, *, class_names: list[str] | None = None, **meta) -> None:
     """Write ``model`` (weights and the arguments that rebuild it) to ``path`` atomically."""
-    import io
-
-    from beyondgd.core import atomic_write_bytes
+    from beyondgd.core import atomic_torch_save
 
     if not isinstance(model, SegNet):
         raise TypeError(f"model must be a SegNet, got {type(model).__name__}")
@@ -85,9 +83,7 @@ def save_segnet(path, model: SegNet, *, class_names: list[str] | None = None, **
         "meta": meta,
         "state_dict": model.state_dict(),
     }
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_torch_save(path, state)
 
 
 def load_segnet(path) -> tuple[SegNet, dict]:

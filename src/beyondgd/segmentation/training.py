@@ -41,7 +41,6 @@ Weakly-supervised CNN Segmentation", ECCV 2018.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import time
 from collections.abc import Callable
@@ -55,7 +54,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from beyondgd.core import (
-    atomic_write_bytes,
+    atomic_torch_save,
     check_choice,
     check_int,
     check_number,
@@ -476,9 +475,7 @@ class SegmentationTrainer:
     def _save(self, state: dict[str, Any]) -> None:
         if self.checkpoint is None:
             return
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write_bytes(self.checkpoint, buf.getvalue())
+        atomic_torch_save(self.checkpoint, state)
 
     def fit(
         self,

@@ -4,7 +4,6 @@ early stopping on a validation set, and atomic checkpoints that resume to the sa
 from __future__ import annotations
 
 import copy
-import io
 import math
 import os
 import time
@@ -19,7 +18,7 @@ from torch.nn import functional as F
 
 from beyondgd.core import (
     CostMeter,
-    atomic_write_bytes,
+    atomic_torch_save,
     check_finite_tensor,
     check_int,
     check_number,
@@ -236,9 +235,7 @@ class Trainer:
     def _save(self, state: dict[str, Any]) -> None:
         if self.checkpoint is None:
             return
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write_bytes(self.checkpoint, buf.getvalue())
+        atomic_torch_save(self.checkpoint, state)
 
     def fit(
         self,
