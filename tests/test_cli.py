@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from beyondgd.cli import main
 
 
@@ -32,3 +34,20 @@ def test_console_script_entry_point_runs():
         [sys.executable, "-m", "beyondgd.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "reproduce" in out
+
+
+def test_report_gathers_every_run_with_its_figures(tmp_path, capsys):
+    pytest.importorskip("gco")
+    from beyondgd.experiments import get, run_experiment
+
+    tiny = {
+        "datasets": ["texture"], "size": 16, "n_train": 6, "n_val": 3, "n_test": 3, "width": 2,
+        "pretrain_steps": 1, "finetune_steps": 1, "expansion_iters": 1, "n_jobs": 1,
+        "lams": {"gd-grid": [1.0], "gd-dense": [1.0], "adm": [1.0]}, "lengths": [],
+        "example_images": 1,
+    }  # fmt: skip
+    run_experiment(get("adm"), out_dir=tmp_path, progress=False, config_overrides=tiny)
+    assert main(["report", "--out", str(tmp_path)]) == 0
+    page = (tmp_path / "index.html").read_text()
+    assert "<section id='adm'>" in page and "src='adm/texture_lambda.png'" in page
+    assert page.count("<td class='") >= 5  # one coloured verdict cell per claim
