@@ -76,14 +76,14 @@ def test_toy_dlc_raises_the_share_of_converged_gradient_descent_runs():
     config = DLCToy().config("quick")
     config.update(steps=200, test_points=60)
     baseline, _ = train_toy("baseline", config, seed=0)
-    prise, _ = train_toy("prise", config, seed=0)  # E(w*) + hinges (the PRISE recipe)
-    dlc, _ = train_toy("dlc", config, seed=0)  # the unrolled baseline loss + hinges
+    # The hinges with the energy at w* and no unrolled loss (the PRISE recipe, dlc.md). Hinges
+    # added to the unrolled loss ("dlc" arm) do not reliably help: the full preset measured
+    # 0.148 vs the baseline's 0.316 over 5 seeds, as the spec's pilot found for registration.
+    prise, _ = train_toy("prise", config, seed=0)
     base = evaluate_toy(baseline, config, seed=0)
     ours = evaluate_toy(prise, config, seed=0)
     assert ours["success_rate"] > base["success_rate"] + 0.1
     assert ours["star_convex_fraction"] > base["star_convex_fraction"]
-    # measured at this seed: baseline 0.383, dlc 0.450, prise 0.662
-    assert evaluate_toy(dlc, config, seed=0)["success_rate"] > base["success_rate"]
 
 
 def test_registration_falls_back_to_procedural_test_shapes_without_cgal(tmp_path, monkeypatch):
