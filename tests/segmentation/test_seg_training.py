@@ -12,6 +12,8 @@ from beyondgd.segmentation import SegmentationTrainer, SegNet, predict
 
 pytest.importorskip("gco")
 
+SCHEDULES = [("batch", False), ("cached", False), ("batch", True)]  # ADM (schedule, overlap)
+
 
 @pytest.fixture(scope="module")
 def tiny():
@@ -51,9 +53,7 @@ def test_training_is_deterministic_under_a_seed(tiny, method):
         assert runs[0].xstep_seconds > 0
 
 
-@pytest.mark.parametrize(
-    "schedule, overlap", [("batch", False), ("cached", False), ("batch", True)]
-)
+@pytest.mark.parametrize("schedule, overlap", SCHEDULES)
 def test_a_killed_run_resumes_to_the_same_numbers(tiny, tmp_path, schedule, overlap):
     train, _ = tiny
     kwargs = dict(
@@ -119,13 +119,16 @@ class _NaNNet(nn.Module):
         self.w = nn.Parameter(torch.ones(()))
 
     def forward(self, x):
-        out = self.w * torch.zeros(x.shape[0], 3, *x.shape[-2:])
-        return out + (float("nan") if self.training else 0.0)
+        return self.w * torch.full((x.shape[0], 3, *x.shape[-2:]), float("nan"))
 
 
-def test_non_finite_network_output_stops_training_without_reaching_gco(tiny):
+@pytest.mark.parametrize("schedule, overlap", SCHEDULES)
+def test_non_finite_network_output_stops_training_without_reaching_gco(tiny, schedule, overlap):
     train, _ = tiny
-    result = SegmentationTrainer(_NaNNet(), method="adm", lam=3.0, steps=5, batch_size=4).fit(train)
+    trainer = SegmentationTrainer(
+        _NaNNet(), method="adm", lam=3.0, steps=5, batch_size=4, schedule=schedule, overlap=overlap
+    )
+    result = trainer.fit(train)
     assert result.diverged and result.steps == 0 and result.final["diverged"]
 
 

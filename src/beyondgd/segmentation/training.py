@@ -326,6 +326,8 @@ class SegmentationTrainer:
             for start in range(0, len(data), 64):
                 sl = slice(start, start + 64)
                 log_probs = F.log_softmax(self._logits(data.images[sl]), 1)
+                if not bool(torch.isfinite(log_probs).all()):
+                    raise _nonfinite_error("the network output")
                 out.append(
                     self._proposals(
                         log_probs, weights[sl], data.scribbles[sl], data.ignore_index, pool
@@ -564,21 +566,19 @@ class SegmentationTrainer:
             self.model.train()
             while step < self.steps and not diverged and not stop:
                 t0 = time.perf_counter()
-                if (
-                    self.method == "adm"
-                    and self.schedule == "cached"
-                    and (cached is None or step % self.refresh_every == 0)
-                ):
-                    tx = time.perf_counter()
-                    cached = self._all_proposals(train, weights, pool)
-                    xstep_seconds += time.perf_counter() - tx
-                    self.model.train()
                 while order.numel() < ahead * self.batch_size:  # new epoch: append a shuffle
                     order = torch.cat([order, torch.randperm(n, generator=gen)])
                 idx, order = order[: self.batch_size], order[self.batch_size :]
                 self.optimizer.zero_grad(set_to_none=True)
                 try:
                     given, tx = None, time.perf_counter()
+                    if (
+                        self.method == "adm"
+                        and self.schedule == "cached"
+                        and (cached is None or step % self.refresh_every == 0)
+                    ):
+                        cached = self._all_proposals(train, weights, pool)
+                        xstep_seconds += time.perf_counter() - tx
                     if thread is not None:
                         if future is not None:
                             prefetched, future = (future[0], future[1].result()), None
