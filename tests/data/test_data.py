@@ -1,34 +1,26 @@
-import gzip
-import struct
-
 import numpy as np
 import pytest
 import torch
 
+from beyondgd import data  # data.test_functions: pytest collects a bare test_* name
 from beyondgd.data import (
     DataNotFoundError,
     load_digits_split,
     load_fashion_mnist,
     read_idx,
-    test_functions,
 )
 from beyondgd.data.fashion_mnist import DEFAULT_PATH
 
 
-def _write_idx(path, array):
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture
-def tiny_idx_folder(tmp_path):
+def tiny_idx_folder(tmp_path, write_fashion_mnist):
     """A generated stand-in with the real layout: the loader is covered without the package."""
     rng = np.random.default_rng(0)
-    for prefix, n in (("train", 7), ("t10k", 3)):
-        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, (n,)))
-    return tmp_path
+    return write_fashion_mnist(
+        tmp_path,
+        train=(rng.integers(0, 256, (7, 28, 28)), rng.integers(0, 10, (7,))),
+        test=(rng.integers(0, 256, (3, 28, 28)), rng.integers(0, 10, (3,))),
+    )
 
 
 def test_loader_reads_idx_layout(tiny_idx_folder):
@@ -84,9 +76,9 @@ def test_digits_split_is_standardised_and_reproducible():
 
 
 def test_test_functions_minimum_values():
-    for fn in test_functions().values():
+    for fn in data.test_functions().values():
         assert fn.random_start(0).shape == (fn.dim,)
-    fns = test_functions()
+    fns = data.test_functions()
     ones = torch.ones(2, dtype=torch.float64)
     assert fns["rosenbrock"](ones) == 0
     assert fns["beale"](torch.tensor([3.0, 0.5], dtype=torch.float64)) == 0

@@ -1,6 +1,4 @@
-import gzip
 import os
-import struct
 
 import numpy as np
 import pytest
@@ -330,23 +328,17 @@ def test_colorize_and_label_png(tmp_path):
 # ---- Fashion-MNIST scenes -------------------------------------------------------------------
 
 
-def _write_idx(path, array):
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture
-def stand_in_fashion(tmp_path):
+def stand_in_fashion(tmp_path, write_fashion_mnist):
     """Fashion-MNIST's layout with blocky garments; width grows with the label."""
-    for prefix, n in (("train", 40), ("t10k", 20)):
+    parts = []
+    for n in (40, 20):
         labels = np.arange(n) % 10
         images = np.zeros((n, 28, 28), dtype=np.uint8)
         for i, label in enumerate(labels):
             images[i, 4:24, 10 - label // 2 : 18 + label // 2] = 120 + 10 * label
-        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return tmp_path
+        parts.append((images, labels))
+    return write_fashion_mnist(tmp_path, train=parts[0], test=parts[1])
 
 
 def _items(name):

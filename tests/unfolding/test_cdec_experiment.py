@@ -1,6 +1,9 @@
 """The cdec reproduction end to end on a tiny configuration: files, verdicts, determinism."""
 
 import json
+import math
+
+import numpy as np
 
 from beyondgd.experiments import get, run_experiment
 from beyondgd.experiments.base import VERDICTS
@@ -61,3 +64,22 @@ def test_cdec_runs_and_is_deterministic(tmp_path):
     for record in metrics["records"].values():
         assert record["test_mse"] is not None and record["gap_mse"] is not None
         assert len(record["slice2d_mse"]) == 3
+
+
+def test_cdec_fashion_mnist_branch_runs_on_a_stand_in(tmp_path, write_fashion_mnist):
+    # the quick preset's dataset (2x2-pooled to 14 x 14), without the Debian package
+    rng = np.random.default_rng(0)
+    folder = write_fashion_mnist(
+        tmp_path / "fmnist",
+        train=(rng.integers(0, 256, (96, 28, 28)), rng.integers(0, 10, 96)),
+        test=(rng.integers(0, 256, (32, 28, 28)), rng.integers(0, 10, 32)),
+    )
+    config = dict(
+        TINY, datasets=["fashion-mnist"], redundancies=[1], fashion_mnist_path=str(folder)
+    )
+    result = run_experiment(
+        get("cdec"), out_dir=tmp_path / "out", progress=False, config_overrides=config
+    )
+    records = result.metrics["records"]
+    assert len(records) == 4 and all(k.startswith("fashion-mnist/") for k in records)
+    assert all(math.isfinite(r["test_mse"]) for r in records.values())
