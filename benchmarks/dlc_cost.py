@@ -17,12 +17,12 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numpy as np
 import torch
 
+from _timing import median_time
 from beyondgd.data import (
     DataNotFoundError,
     load_cgal_meshes,
@@ -36,17 +36,6 @@ def _pairs(n: int, n_points: int, angle_range, seed: int, meshes):
     return make_registration_pairs(
         meshes, n, n_points=n_points, angle_range=angle_range, noise=0.01, seed=seed
     )
-
-
-def _median_time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def bench_training(meshes, quick: bool) -> None:
@@ -65,7 +54,7 @@ def bench_training(meshes, quick: bool) -> None:
         )  # fmt: skip
         gen = torch.Generator().manual_seed(0)
         step = lambda t=trainer, g=gen: t.step(src, tgt, rot, generator=g)  # noqa: E731
-        times[loss] = _median_time(step, repeats)
+        times[loss] = median_time(step, repeats)
     model = PointNetRegistration(hidden)
     gy = model.features(tgt).detach()
 
@@ -73,7 +62,7 @@ def bench_training(meshes, quick: bool) -> None:
         e = model.energy(rot, src, gy).sum()
         e.backward()
 
-    t_energy = _median_time(one_energy, repeats)
+    t_energy = median_time(one_energy, repeats)
     share = t_energy / times["baseline"]
     target = 1 + (2 + 2 * n_samples) * share
     print(f"{'loss':<10}{'s/step':>10}{'vs baseline':>14}")
@@ -123,7 +112,7 @@ def bench_throughput(meshes, source: str, quick: bool) -> None:
     def ours():
         return icp(pairs.source, pairs.target, n_iters=n_iters, tol=1e-6).rotation
 
-    t = _median_time(ours, repeats)
+    t = median_time(ours, repeats)
     err = geodesic_error(ours(), pairs.rotation, degrees=True)
     rows.append(("beyondgd icp (batched, KD-tree)", t, err))
 
@@ -133,7 +122,7 @@ def bench_throughput(meshes, source: str, quick: bool) -> None:
     def gn():
         return model.register(pairs.source, pairs.target, n_iters=10).w
 
-    t = _median_time(gn, repeats)
+    t = median_time(gn, repeats)
     rows.append(("beyondgd Gauss-Newton (10 it, untrained net)", t, None))
 
     o3d_run = _open3d_icp(pairs, n_iters)
@@ -143,7 +132,7 @@ def bench_throughput(meshes, source: str, quick: bool) -> None:
             f"apt-get install libusb-1.0-0); import failed with: {o3d_run}"
         )
     else:
-        t = _median_time(o3d_run, repeats)
+        t = median_time(o3d_run, repeats)
         err = geodesic_error(
             torch.from_numpy(o3d_run()[:, :3, :3]).float(), pairs.rotation, degrees=True
         )

@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import statistics
 import time
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from _timing import median_time
 from beyondgd.data.scenes import make_scribbles, make_texture_scenes
 from beyondgd.segmentation import (
     ExpansionPool,
@@ -40,17 +40,6 @@ from beyondgd.segmentation import (
     contrast_weights,
     edge_list,
 )
-
-
-def _median_time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _photo(size: int, n: int = 1) -> torch.Tensor:
@@ -78,7 +67,7 @@ def bench_expansion(quick: bool) -> None:
     unary = _unary(4, k, size, 0)
     repeats = 2 if quick else 5
     print(f"\n== alpha-expansion: {size}x{size}, {k} labels, 8-neighbourhood, {n_iter} cycles")
-    ours = _median_time(
+    ours = median_time(
         lambda: alpha_expansion(unary[0], weights[0], potts_weight=lam, n_iter=n_iter), repeats
     )
     result = alpha_expansion(unary[0], weights[0], potts_weight=lam, n_iter=n_iter)
@@ -113,8 +102,8 @@ def bench_expansion(quick: bool) -> None:
             + lam * (w.double() * (labels[edges[:, 0]] != labels[edges[:, 1]])).sum()
         )
 
-    theirs = _median_time(lambda: peer(False), repeats)
-    theirs_init = _median_time(lambda: peer(True), repeats)
+    theirs = median_time(lambda: peer(False), repeats)
+    theirs_init = median_time(lambda: peer(True), repeats)
     rows = [
         ("gco-wrapper GCO.expansion, init 0 (peer)", theirs, energy_of(peer(False))),
         ("gco-wrapper GCO.expansion, init argmin", theirs_init, energy_of(peer(True))),
@@ -131,7 +120,7 @@ def bench_expansion(quick: bool) -> None:
             fn = lambda: alpha_expansion_batch(  # noqa: E731
                 unary, weights, potts_weight=lam, n_iter=n_iter, pool=pool
             )
-            t = _median_time(fn, 1 if quick else 3)
+            t = median_time(fn, 1 if quick else 3)
         serial = serial or t
         print(
             f"alpha_expansion_batch, {n_jobs} process(es): {len(unary) / t:.2f} images/s "
@@ -188,7 +177,7 @@ def bench_dense(quick: bool) -> None:
         images = _photo(size)
         gen = torch.Generator().manual_seed(size)
         values = F.softmax(torch.randn(1, 4, size, size, generator=gen) * 2, 1)
-        t_filter = _median_time(
+        t_filter = median_time(
             functools.partial(bilateral_filter, values, images, 15.0, 100.0, method="filter"),
             1 if quick else 3,
         )

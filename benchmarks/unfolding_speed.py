@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
 
 import torch
 from torch.nn import functional as F
 
+from _timing import median_time
 from beyondgd.data import DataNotFoundError, load_fashion_mnist, load_image_patches, pool2x2
 from beyondgd.unfolding import (
     CDEC,
@@ -55,16 +55,6 @@ def load_images(side: int, n_train: int, n_test: int) -> tuple[torch.Tensor, tor
     train, test = train.reshape(n_train, -1), test.reshape(n_test, -1)
     mean, std = train.mean(), train.std()
     return (train - mean) / std, (test - mean) / std, name
-
-
-def _timeit(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 @torch.no_grad()
@@ -132,7 +122,7 @@ def bench_reconstruction(quick: bool, device: torch.device) -> None:
     target = result.final["test_mse"]
     model.eval()
     with torch.no_grad():
-        t_net = _timeit(lambda: model(yte), 5)
+        t_net = median_time(lambda: model(yte), 5)
     print(
         f"\n== (1) reconstruction to C-DEC's test MSE: {name}, m = {m} (25%), N = {red}n, "
         f"L = {layers}, K = {stages}; trained {epochs} epochs on {n_train} images in "
@@ -174,7 +164,7 @@ def bench_reconstruction(quick: bool, device: torch.device) -> None:
                 )
                 continue
             k = state["hit"]
-            t_solver = _timeit(
+            t_solver = median_time(
                 lambda w=w, mu=mu, restart=restart, k=k: dual_fista(
                     op, w, yte, eps, mu, k, restart
                 ),

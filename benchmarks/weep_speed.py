@@ -34,6 +34,7 @@ import warnings
 import numpy as np
 import torch
 
+from _timing import median_time
 from beyondgd.penalties import MCP, WEEP
 from beyondgd.sparse import GeometricContinuation, solve
 
@@ -43,17 +44,6 @@ NMSE_SLACK_DB = 1.0
 
 
 # ---- (1) elementwise ---------------------------------------------------------------------------
-def _median_time(fn, reps: int) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def bench_elementwise(n: int = 10**7, reps: int = 15) -> dict:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(n, generator=gen)
@@ -73,13 +63,13 @@ def bench_elementwise(n: int = 10**7, reps: int = 15) -> dict:
 
     t_abs, t_weep = [], []
     for _ in range(3):  # interleave to share the machine's noise fairly
-        t_abs.append(_median_time(abs_sum, reps))
-        t_weep.append(_median_time(weep, reps))
+        t_abs.append(median_time(abs_sum, reps, warmup=2))
+        t_weep.append(median_time(weep, reps, warmup=2))
     t_abs_m, t_weep_m = statistics.median(t_abs), statistics.median(t_weep)
     return {
         "abs": t_abs_m,
         "weep": t_weep_m,
-        "weep_unfused": _median_time(weep_unfused, max(3, reps // 3)),
+        "weep_unfused": median_time(weep_unfused, max(3, reps // 3), warmup=2),
         "ratio": t_weep_m / t_abs_m,
     }
 
