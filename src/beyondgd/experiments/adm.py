@@ -265,8 +265,6 @@ class ADMSegmentation(Experiment):
             config, model, p["method"], p["lam"], config["finetune_steps"], p["seed"]
         )
         result = trainer.fit(train, test if config["eval_every"] else None)
-        ref_lam = p["lam"] if p["method"] in ("gd-grid", "adm") else None
-        trainer.energy_lam = ref_lam or 0.0
         tr = trainer.evaluate(train, per_image=True)
         va = trainer.evaluate(val, energies=False)
         te = trainer.evaluate(test, energies=False, per_image=True)
