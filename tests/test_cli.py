@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -51,3 +52,48 @@ def test_report_gathers_every_run_with_its_figures(tmp_path, capsys):
     page = (tmp_path / "index.html").read_text()
     assert "<section id='adm'>" in page and "src='adm/texture_lambda.png'" in page
     assert page.count("<td class='") >= 5  # one coloured verdict cell per claim
+
+
+def test_set_overrides_parse_as_json_or_text():
+    from beyondgd.cli import parse_overrides
+
+    assert parse_overrides(["epochs=3", 'datasets=["patches"]', "mode=fast", "x=1.5"]) == {
+        "epochs": 3,
+        "datasets": ["patches"],
+        "mode": "fast",
+        "x": 1.5,
+    }
+    assert parse_overrides(None) == {}
+
+
+@pytest.mark.parametrize("item", ["epochs", "=3"])
+def test_set_without_key_value_is_a_clear_error(item, capsys, tmp_path):
+    assert main(["reproduce", "cdec", "--set", item, "--out", str(tmp_path)]) == 2
+    assert "--set expects KEY=VALUE" in capsys.readouterr().err
+
+
+def test_set_with_an_unknown_key_is_a_clear_error(capsys, tmp_path):
+    assert main(["reproduce", "cdec", "--set", "no_such_key=1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_key" in err and "known keys" in err
+
+
+def test_show_config_prints_the_overridden_config_and_runs_nothing(capsys, tmp_path):
+    argv = ["reproduce", "cdec", "--preset", "full", "--set", 'datasets=["patches"]']
+    assert main([*argv, "--set", "layers=[5]", "--show-config", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    # full grid per dataset: 2 ratios x 1 layer count x 3 redundancies x 3 seeds x 4 models
+    assert out.startswith("# cdec (72 runs)")
+    config = json.loads(out.split("\n", 1)[1])
+    assert config["datasets"] == ["patches"] and config["layers"] == [5]
+    assert not any(tmp_path.iterdir())
+
+
+def test_overrides_are_named_in_the_report_header(tmp_path):
+    argv = ["reproduce", "fuse-testfns", "--set", 'functions=["beale"]', "--set", "budget=100"]
+    assert main([*argv, "--seeds", "1", "--out", str(tmp_path), "--no-progress"]) == 0
+    report = (tmp_path / "fuse-testfns" / "report.md").read_text()
+    assert 'Config overrides: {"budget": 100, "functions": ["beale"]}.' in report
+    metrics = json.loads((tmp_path / "fuse-testfns" / "metrics.json").read_text())
+    assert metrics["config_overrides"] == {"budget": 100, "functions": ["beale"]}
+    assert metrics["config"]["functions"] == ["beale"]

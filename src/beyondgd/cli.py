@@ -2,6 +2,7 @@
 
 beyondgd list
 beyondgd reproduce NAME [NAME ...] | all  [--preset quick|full] [--seeds N] [--out DIR] [--resume]
+                                          [--set KEY=VALUE ...] [--show-config]
 beyondgd report [--out DIR]
 beyondgd segment train   --images DIR --scribbles DIR [--masks DIR] --method adm|gd|pce --lam L
                          --out DIR
@@ -17,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from beyondgd.experiments import get, names, run_experiment, write_index
+from beyondgd.experiments import get, names, resolve_config, run_experiment, write_index
 from beyondgd.experiments.base import PRESETS
 
 
@@ -48,6 +49,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_overrides(items: list[str] | None) -> dict:
+    """``["KEY=VALUE", ...]`` -> ``{KEY: VALUE}``; a VALUE that parses as JSON is taken as JSON
+    (numbers, lists, objects, true/false/null), anything else as a string."""
+    overrides = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(
+                f"--set expects KEY=VALUE (VALUE in JSON, e.g. epochs=3); got {item!r}"
+            )
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text
+    return overrides
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     known = names()
     selected = known if args.names == ["all"] else args.names
@@ -55,6 +73,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if unknown:
         print(f"error: unknown experiment(s) {unknown}; known: {', '.join(known)}", file=sys.stderr)
         return 2
+    overrides = parse_overrides(args.set)
+    if args.show_config:
+        for name in selected:
+            config = resolve_config(get(name), args.preset, args.seeds, overrides)
+            units = get(name).units(config)
+            print(f"# {name} ({len(units)} runs)")
+            print(json.dumps(config, indent=2, sort_keys=True))
+        return 0
     t0 = time.perf_counter()
     for name in selected:
         result = run_experiment(
@@ -64,6 +90,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             out_dir=args.out,
             resume=args.resume,
             progress=not args.no_progress,
+            config_overrides=overrides,
         )
         print(f"{name}: report at {result.out_dir / 'report.md'}")
         for v in result.report.verdicts:
@@ -281,6 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="results directory (default: results)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one config key of the preset (VALUE in JSON, e.g. --set epochs=3 "
+        "--set 'datasets=[\"patches\"]'); the report names every override",
+    )
+    p.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print the resolved config and the number of runs, and exit without running",
+    )
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("report", help="gather all reports into OUT/index.html")

@@ -81,8 +81,8 @@ def resolve_config(
         unknown = set(overrides) - set(config)
         if unknown:
             raise ValueError(
-                f"config_overrides has keys {sorted(unknown)} that {experiment.name!r} does not "
-                f"use; known keys: {sorted(config)}"
+                f"config_overrides (--set) has keys {sorted(unknown)} that {experiment.name!r} "
+                f"does not use; known keys: {sorted(config)}"
             )
         config.update(copy.deepcopy(overrides))
     if seeds is not None:
@@ -172,6 +172,7 @@ def run_experiment(
         "title": experiment.title,
         "preset": preset,
         "config": config,
+        "config_overrides": config_overrides or {},
         "fingerprint": fp,
         "versions": versions(),
         "wall_time_s": {
@@ -187,6 +188,9 @@ def run_experiment(
         f"{metrics['wall_time_s']['units_total']:.0f} s of compute; "
         f"beyondgd {metrics['versions']['beyondgd']}, torch {metrics['versions']['torch']}."
     )
+    if config_overrides:
+        # a trimmed or changed preset must never read as the preset itself
+        header += " Config overrides: " + json.dumps(config_overrides, sort_keys=True) + "."
     atomic_write_text(run_dir / "report.md", report.to_markdown(header))
     atomic_write_text(
         run_dir / "report.html", report.to_html(prefix=f"{experiment.name}/", header=header)
