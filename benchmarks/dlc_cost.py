@@ -11,7 +11,8 @@
 2. Throughput (pairs/s, one thread) on the same CGAL test pairs (procedural shapes without the
    Debian package): beyondgd's batched ICP, the learned model's Gauss-Newton (10 iterations), and
    open3d's ``registration_icp`` (point-to-point, same iteration cap and tolerance), with each
-   one's success rate (< 5 deg) for context. open3d is optional (``pip install open3d-cpu``).
+   one's success rate (< 5 deg) for context, and each one's throughput as a ratio to open3d's
+   (> 1: faster). open3d is optional (``pip install open3d-cpu``).
 """
 
 from __future__ import annotations
@@ -137,11 +138,13 @@ def bench_throughput(meshes, source: str, quick: bool) -> None:
             torch.from_numpy(o3d_run()[:, :3, :3]).float(), pairs.rotation, degrees=True
         )
         rows.append(("open3d registration_icp (point-to-point)", t, err))
-    print(f"{'solver':<46}{'pairs/s':>10}{'< 5 deg':>10}{'median err':>12}")
+    peer = rows[-1][1] if rows[-1][0].startswith("open3d") else None
+    print(f"{'solver':<46}{'pairs/s':>10}{'vs open3d':>11}{'< 5 deg':>10}{'median err':>12}")
     for name, t, e in rows:
         succ = "-" if e is None else f"{float((e < 5).float().mean()):.2f}"
         med = "-" if e is None else f"{float(e.median()):.2f}"
-        print(f"{name:<46}{n_pairs / t:>10.1f}{succ:>10}{med:>12}")
+        ratio = "-" if peer is None else f"{peer / t:.2f}x"  # throughput ratio, > 1: faster
+        print(f"{name:<46}{n_pairs / t:>10.1f}{ratio:>11}{succ:>10}{med:>12}")
 
 
 def main(argv: list[str] | None = None) -> None:
