@@ -45,7 +45,7 @@ test: $(VENV)/.installed-dev,sparse,registration,seg data
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed-all data
-	@set -e; for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f; done
+	@set -e; for f in benchmarks/[!_]*.py; do echo "== $$f"; $(BIN)/python $$f; done
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks

@@ -17,7 +17,3 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-if __name__ == "__main__":  # `make bench` runs every script here; this one has nothing to show
-    pass

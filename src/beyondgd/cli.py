@@ -77,8 +77,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.show_config:
         for name in selected:
             config = resolve_config(get(name), args.preset, args.seeds, overrides)
-            units = get(name).units(config)
-            print(f"# {name} ({len(units)} runs)")
+            print(f"# {name} ({len(get(name).units(config))} runs)")
             print(json.dumps(config, indent=2, sort_keys=True))
         return 0
     t0 = time.perf_counter()

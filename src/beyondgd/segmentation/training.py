@@ -272,6 +272,13 @@ class SegmentationTrainer:
             )
         return logits
 
+    def _log_probs(self, images: torch.Tensor) -> torch.Tensor:
+        """Log-softmax of the network output; non-finite output stops training before GCO."""
+        log_probs = F.log_softmax(self._logits(images), 1)
+        if not bool(torch.isfinite(log_probs).all()):
+            raise _nonfinite_error("the network output")
+        return log_probs
+
     def _check_classes(self, data: SegmentationData, name: str) -> None:
         was_training = self.model.training
         self.model.eval()
@@ -325,9 +332,7 @@ class SegmentationTrainer:
         with torch.no_grad():
             for start in range(0, len(data), 64):
                 sl = slice(start, start + 64)
-                log_probs = F.log_softmax(self._logits(data.images[sl]), 1)
-                if not bool(torch.isfinite(log_probs).all()):
-                    raise _nonfinite_error("the network output")
+                log_probs = self._log_probs(data.images[sl])
                 out.append(
                     self._proposals(
                         log_probs, weights[sl], data.scribbles[sl], data.ignore_index, pool
@@ -339,11 +344,11 @@ class SegmentationTrainer:
     def _submit_next(self, thread, data, nxt, weights, pool):
         """Start the X-step of the next batch ``nxt`` in ``thread`` (eval-mode forward now)."""
         self.model.eval()
-        with torch.no_grad():
-            log_probs = F.log_softmax(self._logits(data.images[nxt]), 1)
-        self.model.train()
-        if not bool(torch.isfinite(log_probs).all()):
-            raise _nonfinite_error("the network output")
+        try:
+            with torch.no_grad():
+                log_probs = self._log_probs(data.images[nxt])
+        finally:
+            self.model.train()
         seeds = data.scribbles[nxt]
         job = thread.submit(
             self._proposals, log_probs, weights[nxt], seeds, data.ignore_index, pool
@@ -360,9 +365,7 @@ class SegmentationTrainer:
     ) -> tuple[torch.Tensor, float]:
         images, seeds = data.images[idx], data.scribbles[idx]
         ignore = data.ignore_index
-        log_probs = F.log_softmax(self._logits(images), 1)
-        if not bool(torch.isfinite(log_probs).all()):
-            raise _nonfinite_error("the network output")
+        log_probs = self._log_probs(images)
         loss = F.nll_loss(log_probs, seeds, ignore_index=ignore)
         xstep = 0.0
         if self.method == "gd" and self.lam > 0:
@@ -416,10 +419,7 @@ class SegmentationTrainer:
         for start in range(0, len(data), batch_size):
             sl = slice(start, start + batch_size)
             images = data.images[sl]
-            logits = self._logits(images)
-            log_probs = F.log_softmax(logits, 1)
-            if not bool(torch.isfinite(log_probs).all()):
-                raise _nonfinite_error("the network output")
+            log_probs = self._log_probs(images)
             k = log_probs.shape[1]
             pred = log_probs.argmax(1)
             if data.masks is not None:
