@@ -41,7 +41,7 @@ run: $(VENV)/.installed-sparse,registration,seg data
 	$(BIN)/beyondgd reproduce all --preset $(PRESET)
 	@echo "report: results/index.html (one report.md per experiment under results/)"
 
-test: $(VENV)/.installed-dev,sparse,registration,seg data
+test: $(VENV)/.installed-dev,sparse,registration,seg,ray data
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed-all data

@@ -10,9 +10,9 @@ from beyondgd.cli import main
 def test_list_shows_every_experiment_with_times(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in ("fuse-testfns", "fuse-pinn", "fuse-classify"):
+    for name in ("fuse-testfns", "fuse-pinn", "fuse-classify", "weep-recovery", "adm"):
         assert name in out
-    assert "expected time" in out
+    assert "core-h" in out and "on 2 CPU cores" in out
 
 
 def test_unknown_experiment_is_a_clear_error(capsys, tmp_path):
@@ -54,16 +54,32 @@ def test_report_gathers_every_run_with_its_figures(tmp_path, capsys):
     assert page.count("<td class='") >= 5  # one coloured verdict cell per claim
 
 
-def test_set_overrides_parse_as_json_or_text():
+def test_set_values_parse_as_json():
     from beyondgd.cli import parse_overrides
 
-    assert parse_overrides(["epochs=3", 'datasets=["patches"]', "mode=fast", "x=1.5"]) == {
+    assert parse_overrides(["epochs=3", 'datasets=["patches"]', 'mode="fast"', "x=1.5"]) == {
         "epochs": 3,
         "datasets": ["patches"],
         "mode": "fast",
         "x": 1.5,
     }
     assert parse_overrides(None) == {}
+
+
+def test_a_non_json_set_value_is_a_clear_error(capsys, tmp_path):
+    assert main(["reproduce", "cdec", "--set", "datasets=patches", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--set datasets: the value 'patches' is not JSON" in err and "double quotes" in err
+
+
+def test_a_set_value_of_the_wrong_type_is_a_clear_error(capsys, tmp_path):
+    # a string where the preset has a list used to be iterated letter by letter
+    argv = ["reproduce", "cdec", "--set", 'datasets="patches"', "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert 'datasets="patches": expected list' in capsys.readouterr().err
+    argv = ["reproduce", "fuse-pinn", "--set", 'methods.adam.lr="big"', "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert 'methods.adam.lr="big": expected number' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("item", ["epochs", "=3"])
@@ -75,7 +91,10 @@ def test_set_without_key_value_is_a_clear_error(item, capsys, tmp_path):
 def test_set_with_an_unknown_key_is_a_clear_error(capsys, tmp_path):
     assert main(["reproduce", "cdec", "--set", "no_such_key=1", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "no_such_key" in err and "known keys" in err
+    assert "unknown key 'no_such_key' in the config; known:" in err
+    argv = ["reproduce", "fuse-pinn", "--set", "methods.nope.lr=1", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "unknown key 'nope' in methods" in capsys.readouterr().err
 
 
 def test_show_config_prints_the_overridden_config_and_runs_nothing(capsys, tmp_path):
@@ -83,17 +102,18 @@ def test_show_config_prints_the_overridden_config_and_runs_nothing(capsys, tmp_p
     assert main([*argv, "--set", "layers=[5]", "--show-config", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     # full grid per dataset: 2 ratios x 1 layer count x 3 redundancies x 3 seeds x 4 models
-    assert out.startswith("# cdec (72 runs)")
+    assert out.startswith("# cdec (72 units)")
     config = json.loads(out.split("\n", 1)[1])
     assert config["datasets"] == ["patches"] and config["layers"] == [5]
     assert not any(tmp_path.iterdir())
 
 
 def test_overrides_are_named_in_the_report_header(tmp_path):
-    argv = ["reproduce", "fuse-testfns", "--set", 'functions=["beale"]', "--set", "budget=100"]
-    assert main([*argv, "--seeds", "1", "--out", str(tmp_path), "--no-progress"]) == 0
+    argv = ["reproduce", "fuse-testfns", "--preset", "smoke", "--set", "seeds=2", "--workers", "1"]
+    assert main([*argv, "--out", str(tmp_path), "--no-progress"]) == 0
     report = (tmp_path / "fuse-testfns" / "report.md").read_text()
-    assert 'Config overrides: {"budget": 100, "functions": ["beale"]}.' in report
+    assert 'Config overrides: {"seeds": 2}.' in report
     metrics = json.loads((tmp_path / "fuse-testfns" / "metrics.json").read_text())
-    assert metrics["config_overrides"] == {"budget": 100, "functions": ["beale"]}
-    assert metrics["config"]["functions"] == ["beale"]
+    assert metrics["config_overrides"] == {"seeds": 2}
+    assert metrics["config"]["seeds"] == 2
+    assert (tmp_path / "index.html").exists()

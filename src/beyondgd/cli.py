@@ -1,8 +1,9 @@
 """``beyondgd``: list, run and report the reproductions.
 
 beyondgd list
-beyondgd reproduce NAME [NAME ...] | all  [--preset quick|full] [--seeds N] [--out DIR] [--resume]
-                                          [--set KEY=VALUE ...] [--show-config]
+beyondgd reproduce NAME [NAME ...] | all  [--preset smoke|quick|full|paper] [--seeds N]
+                   [--workers N | --executor ray [--address auto|ray://host:port]]
+                   [--out DIR] [--resume] [--set KEY=JSON ...] [--show-config]
 beyondgd report [--out DIR]
 beyondgd segment train   --images DIR --scribbles DIR [--masks DIR] --method adm|gd|pce --lam L
                          --out DIR
@@ -19,51 +20,52 @@ import time
 from pathlib import Path
 
 from beyondgd.experiments import get, names, resolve_config, run_experiment, write_index
-from beyondgd.experiments.base import PRESETS
+from beyondgd.experiments.harness import PRESETS, UnitFailed, count_units, parse_set
+from beyondgd.experiments.harness.executors import EXECUTORS, default_workers
+
+#: what ``list`` assumes a preset's time was measured on
+LIST_CORES = 2
 
 
 def _fmt_seconds(s: float) -> str:
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
+    if s != s:  # NaN: the preset does not exist
+        return "-"
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 2 * 3600:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    rows = [("name", "quick", "full", "what it tests")]
+    presets = ("quick", "full", "paper")
+    rows = [("name",) + presets + ("what it tests",)]
+    totals = dict.fromkeys(presets, 0.0)
     for name in names():
         exp = get(name)
-        rows.append(
-            (
-                name,
-                _fmt_seconds(exp.expected_seconds["quick"]),
-                _fmt_seconds(exp.expected_seconds["full"]),
-                exp.title,
+        cells = []
+        for preset in presets:
+            s = float(exp.expected_seconds.get(preset, float("nan")))
+            cells.append(
+                "-" if s != s else f"{_fmt_seconds(s)} ({s * LIST_CORES / 3600:.2g} core-h)"
             )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+            if s == s:
+                totals[preset] += s
+        rows.append((name, *cells, exp.title))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(presets) + 1)]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
-    total = sum(get(n).expected_seconds["quick"] for n in names())
+        print("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1])
     print(
-        "\nexpected time on 2 CPU cores: `reproduce all --preset quick` about "
-        + _fmt_seconds(total)
+        f"\ntimes: wall time on {LIST_CORES} CPU cores with --workers {LIST_CORES} (core-hours = "
+        f"{LIST_CORES} x wall); paper presets are sized for a Ray cluster or a GPU. "
+        f"`reproduce all --preset quick`: about {_fmt_seconds(totals['quick'])}."
     )
     return 0
 
 
 def parse_overrides(items: list[str] | None) -> dict:
-    """``["KEY=VALUE", ...]`` -> ``{KEY: VALUE}``; a VALUE that parses as JSON is taken as JSON
-    (numbers, lists, objects, true/false/null), anything else as a string."""
-    overrides = {}
-    for item in items or []:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ValueError(
-                f"--set expects KEY=VALUE (VALUE in JSON, e.g. epochs=3); got {item!r}"
-            )
-        try:
-            overrides[key] = json.loads(text)
-        except json.JSONDecodeError:
-            overrides[key] = text
-    return overrides
+    """``--set`` items -> ``{dotted.key: value}`` (values must be JSON)."""
+    return parse_set(items)
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -73,30 +75,59 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if unknown:
         print(f"error: unknown experiment(s) {unknown}; known: {', '.join(known)}", file=sys.stderr)
         return 2
-    overrides = parse_overrides(args.set)
+    settings = parse_overrides(args.set)
     if args.show_config:
         for name in selected:
-            config = resolve_config(get(name), args.preset, args.seeds, overrides)
-            print(f"# {name} ({len(get(name).units(config))} runs)")
+            config = resolve_config(get(name), args.preset, args.seeds, settings=settings)
+            print(f"# {name} ({count_units(get(name), config)} units)")
             print(json.dumps(config, indent=2, sort_keys=True))
         return 0
     t0 = time.perf_counter()
+    workers = args.workers if args.workers is not None else default_workers()
     for name in selected:
-        result = run_experiment(
-            get(name),
-            preset=args.preset,
-            seeds=args.seeds,
-            out_dir=args.out,
-            resume=args.resume,
-            progress=not args.no_progress,
-            config_overrides=overrides,
-        )
-        print(f"{name}: report at {result.out_dir / 'report.md'}")
+        exp = get(name)
+        if args.names == ["all"] and args.preset not in _presets_of(exp):
+            print(f"{name}: no {args.preset!r} preset, skipped")
+            continue
+        try:
+            result = run_experiment(
+                exp,
+                preset=args.preset,
+                seeds=args.seeds,
+                out_dir=args.out,
+                resume=args.resume,
+                progress=not args.no_progress,
+                settings=_settings_for(exp, args.preset, settings)
+                if len(selected) > 1
+                else settings,
+                workers=workers,
+                executor=args.executor,
+                address=args.address,
+            )
+        except UnitFailed as err:
+            print(
+                f"error: {name}: {err}\nfinished units are checkpointed; fix the cause and "
+                "rerun with --resume",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{name}: report at {result.out_dir / 'report.html'}")
         for v in result.report.verdicts:
-            print(f"  [{v.status}] {v.claim}")
+            tag = "" if v.get("primary", True) else " (exploratory)"
+            print(f"  [{v['status']}] {v['claim']}{tag}")
     index = write_index(args.out)
     print(f"all reports: {index}  ({time.perf_counter() - t0:.0f} s)")
     return 0
+
+
+def _presets_of(exp) -> tuple[str, ...]:
+    return tuple(getattr(exp, "presets", None) or ("quick", "full"))
+
+
+def _settings_for(exp, preset: str, settings: dict) -> dict:
+    """With several reproductions, each takes the ``--set`` keys its config has."""
+    config = exp.config(preset)
+    return {k: v for k, v in settings.items() if k.split(".")[0] in config}
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -200,9 +231,9 @@ def _cmd_segment_compare(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         config_overrides=overrides,
     )
-    print(f"report: {result.out_dir / 'report.md'}")
+    print(f"report: {result.out_dir / 'report.html'}")
     for v in result.report.verdicts:
-        print(f"  [{v.status}] {v.claim}")
+        print(f"  [{v['status']}] {v['claim']}")
     return 0
 
 
@@ -302,17 +333,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="run reproductions and write their reports")
     p.add_argument("names", nargs="+", metavar="NAME", help="experiment names, or 'all'")
-    p.add_argument("--preset", choices=PRESETS, default="quick")
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="quick",
+        help="smoke (seconds), quick (make run), full (one machine), paper (a cluster or a GPU)",
+    )
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides the preset)")
     p.add_argument("--out", default="results", help="results directory (default: results)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="parallel local processes (default: every core); 1 runs serially in this process",
+    )
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local process pool, or Ray tasks (pip install 'beyondgd[ray]')",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (auto | ray://host:port); default: an embedded local Ray",
+    )
+    p.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="override one config key of the preset (VALUE in JSON, e.g. --set epochs=3 "
-        "--set 'datasets=[\"patches\"]'); the report names every override",
+        help="override one config value of the preset; dotted keys reach inside "
+        "(--set methods.adam.lr=0.01), VALUE is JSON and must have the preset's type "
+        "(--set 'datasets=[\"patches\"]'); the report names every override",
     )
     p.add_argument(
         "--show-config",
@@ -333,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as err:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from beyondgd.data import DataNotFoundError
 from beyondgd.experiments import get, run_experiment
+from beyondgd.experiments.harness import UnitFailed
 from beyondgd.unfolding import DECONET, GaussianCS, MatrixOperator
 
 
@@ -55,8 +55,10 @@ def test_operator_type_and_layer_type_errors(op):
 
 def test_missing_data_path_names_the_argument_and_the_fix(tmp_path):
     exp = get("cdec")
+    # the unit's error names the unit, the fix and the config key
     with pytest.raises(
-        DataNotFoundError, match="apt-get install dataset-fashion-mnist.*fashion_mnist_path"
+        UnitFailed,
+        match="(?s)DataNotFoundError.*apt-get install dataset-fashion-mnist.*fashion_mnist_path",
     ):
         run_experiment(
             exp,

@@ -7,6 +7,7 @@ from beyondgd.core.checkpoint import (
     atomic_write_text,
 )
 from beyondgd.core.cost import CostMeter
+from beyondgd.core.numbers import finite_or_none
 from beyondgd.core.seeding import derive_seed, make_generator
 from beyondgd.core.validation import (
     check_choice,
@@ -26,5 +27,6 @@ __all__ = [
     "check_int",
     "check_number",
     "derive_seed",
+    "finite_or_none",
     "make_generator",
 ]

@@ -1,18 +1,20 @@
-"""The pieces every reproduction is made of: units of work, and the report computed from them.
+"""The older experiment interface, kept for the reproductions not yet on the declarative harness
+(cdec, dlc-*, adm): units of work, and an ``analyze`` that builds the report by hand.
 
-An :class:`Experiment` lists independent :class:`Unit` s (one method on one problem with one seed),
-runs each one to a JSON-serialisable record, and turns all records into a :class:`Report` whose
-verdicts are computed from the numbers. The runner (:mod:`beyondgd.experiments.runner`) owns
-scheduling, progress, checkpoints and files, so an experiment module holds only the science.
+An :class:`Experiment` lists independent :class:`Unit` s, runs each one to a JSON-serialisable
+record, and turns all records into a :class:`Report`. The harness runner
+(:mod:`beyondgd.experiments.harness.runner`) runs them like declarative reproductions (executors,
+checkpoints, resume) and renders their reports with the same pages.
 """
 
 from __future__ import annotations
 
 import abc
-import html
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+from beyondgd.experiments.harness.base import Figure, Table
 
 VERDICTS = ("holds", "does not hold", "inconclusive")
 PRESETS = ("quick", "full")
@@ -24,14 +26,6 @@ class Unit:
 
     key: str
     params: dict[str, Any]
-
-
-@dataclass
-class Table:
-    title: str
-    columns: list[str]
-    rows: list[list[Any]]
-    note: str = ""
 
 
 @dataclass
@@ -48,14 +42,8 @@ class Verdict:
 
 
 @dataclass
-class Figure:
-    filename: str
-    caption: str
-
-
-@dataclass
 class Report:
-    """What a reproduction found, rendered to Markdown (report.md) and HTML (index.html)."""
+    """What an experiment found; the runner renders it (report.md, report.html, index.html)."""
 
     title: str
     claim: str
@@ -67,70 +55,6 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def to_markdown(self, header: str = "") -> str:
-        out = [f"# {self.title}", ""]
-        if header:
-            out += [header, ""]
-        out += [f"**Claim tested.** {self.claim}", ""]
-        if self.verdicts:
-            out += ["## Verdicts (computed from this run's numbers)", ""]
-            out += ["| claim | verdict | evidence |", "|---|---|---|"]
-            out += [f"| {v.claim} | **{v.status}** | {v.evidence} |" for v in self.verdicts]
-            out.append("")
-        out += [p + "\n" for p in self.paragraphs]
-        for table in self.tables:
-            out += [f"## {table.title}", ""]
-            out.append("| " + " | ".join(table.columns) + " |")
-            out.append("|" + "---|" * len(table.columns))
-            out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in table.rows]
-            out += ["", table.note, ""] if table.note else [""]
-        for fig in self.figures:
-            out += [f"![{fig.caption}]({fig.filename})", "", f"*{fig.caption}*", ""]
-        if self.notes:
-            out += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
-        return "\n".join(out)
-
-    def to_html(self, prefix: str = "", header: str = "") -> str:
-        """An HTML fragment; ``prefix`` is prepended to figure paths (relative to the page)."""
-        e = html.escape
-        out = [f"<h2>{e(self.title)}</h2>"]
-        if header:
-            out.append(f"<p class='meta'>{e(header)}</p>")
-        out.append(f"<p><b>Claim tested.</b> {e(self.claim)}</p>")
-        if self.verdicts:
-            out.append("<table><tr><th>claim</th><th>verdict</th><th>evidence</th></tr>")
-            for v in self.verdicts:
-                cls = v.status.replace(" ", "-")
-                out.append(
-                    f"<tr><td>{e(v.claim)}</td><td class='{cls}'>{e(v.status)}</td>"
-                    f"<td>{e(v.evidence)}</td></tr>"
-                )
-            out.append("</table>")
-        out += [f"<p>{e(p)}</p>" for p in self.paragraphs]
-        for table in self.tables:
-            out.append(f"<h3>{e(table.title)}</h3><table><tr>")
-            out += [f"<th>{e(c)}</th>" for c in table.columns]
-            out.append("</tr>")
-            for row in table.rows:
-                out.append("<tr>" + "".join(f"<td>{e(_cell(c))}</td>" for c in row) + "</tr>")
-            out.append("</table>")
-            if table.note:
-                out.append(f"<p class='note'>{e(table.note)}</p>")
-        for fig in self.figures:
-            out.append(
-                f"<figure><img src='{e(prefix + fig.filename)}' alt='{e(fig.caption)}'>"
-                f"<figcaption>{e(fig.caption)}</figcaption></figure>"
-            )
-        if self.notes:
-            out.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in self.notes) + "</ul>")
-        return "\n".join(out)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
 
 
 class Experiment(abc.ABC):

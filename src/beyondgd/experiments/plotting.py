@@ -1,4 +1,4 @@
-"""Figures for reports (matplotlib with the Agg backend: no display needed)."""
+"""Figures of the experiments not yet on the harness (matplotlib, Agg backend)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def plot_median_curves(
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
     fig.tight_layout(rect=(0, 0.07 if nrows == 1 else 0.04, 1, 1))
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # legends stay inside the canvas
     plt.close(fig)
 
 
@@ -98,5 +98,5 @@ def plot_grouped_bars(
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
