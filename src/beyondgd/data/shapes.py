@@ -403,8 +403,13 @@ def _extract_meshes(tarball: Path, cache_dir: str | os.PathLike | None) -> Path:
             raise DataNotFoundError(f"{tarball} holds no meshes/*.off|.ply|.stl; {_CGAL_HINT}")
         (tmp / ".source").write_text(stamp)
         if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            # another process extracted the same tarball at the same time: use its copy
+            if not (marker.exists() and marker.read_text() == stamp):
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from beyondgd.core import derive_seed
+from beyondgd.core import derive_seed, finite_or_none
 from beyondgd.experiments.base import Experiment, Figure, Report, Table, Unit, Verdict
 from beyondgd.experiments.registry import register
 from beyondgd.experiments.stats import compare_paired, median_range
@@ -166,10 +166,6 @@ class _Pretrained:
         return self._states[key]
 
 
-def _finite(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
 @register
 class ADMSegmentation(Experiment):
     name = "adm"
@@ -274,19 +270,23 @@ class ADMSegmentation(Experiment):
             "samples": result.samples,
             "train_seconds": result.train_seconds,
             "xstep_seconds": result.xstep_seconds,
-            "val_miou": _finite(va.get("miou")),
-            "test_miou": _finite(te.get("miou")),
-            "test_pixel_accuracy": _finite(te.get("pixel_accuracy")),
+            "val_miou": finite_or_none(va.get("miou")),
+            "test_miou": finite_or_none(te.get("miou")),
+            "test_pixel_accuracy": finite_or_none(te.get("pixel_accuracy")),
             "test_image_miou": te.get("image_miou"),
-            "train_miou": _finite(tr.get("miou")),
-            "train_seed_accuracy": _finite(tr.get("seed_accuracy")),
-            "train_pce": _finite(tr.get("pce")),
-            "train_potts_hard": _finite(tr.get("potts_hard")),
-            "train_potts_relaxed": _finite(tr.get("potts_relaxed")),
+            "train_miou": finite_or_none(tr.get("miou")),
+            "train_seed_accuracy": finite_or_none(tr.get("seed_accuracy")),
+            "train_pce": finite_or_none(tr.get("pce")),
+            "train_potts_hard": finite_or_none(tr.get("potts_hard")),
+            "train_potts_relaxed": finite_or_none(tr.get("potts_relaxed")),
             "train_image_pce": tr.get("image_pce"),
             "train_image_potts_hard": tr.get("image_potts_hard"),
             "curve": [
-                [h["step"], _finite(h.get("train_energy_discrete")), _finite(h.get("test_miou"))]
+                [
+                    h["step"],
+                    finite_or_none(h.get("train_energy_discrete")),
+                    finite_or_none(h.get("test_miou")),
+                ]
                 for h in result.history
             ],
         }

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from beyondgd.core import derive_seed, make_generator
+from beyondgd.core import derive_seed, finite_or_none, make_generator
 from beyondgd.data import DataNotFoundError, load_fashion_mnist, load_image_patches, pool2x2
 from beyondgd.experiments.base import Experiment, Figure, Report, Table, Unit, Verdict
 from beyondgd.experiments.plotting import plot_grouped_bars, plot_median_curves
@@ -80,15 +80,11 @@ def _images(
     return tuple(((x - mean) / std).float() for x in flat)  # type: ignore[return-value]
 
 
-def _finite(value: float) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
 def _grid(values: np.ndarray) -> list:
     return (
-        [[_finite(v) for v in row] for row in values]
+        [[finite_or_none(v) for v in row] for row in values]
         if values.ndim == 2
-        else [_finite(v) for v in values]
+        else [finite_or_none(v) for v in values]
     )
 
 
@@ -250,7 +246,7 @@ class CDECExperiment(Experiment):
             "best_epoch": result.best_epoch,
             "epochs_run": len(result.history),
             "diverged": result.diverged,
-            "images_per_second": _finite(result.images_per_second),
+            "images_per_second": finite_or_none(result.images_per_second),
             "curve_test_mse": [h["test_mse"] for h in result.history],
             "curve_train_mse": [h["train_mse"] for h in result.history],
         }
@@ -289,16 +285,16 @@ class CDECExperiment(Experiment):
         sh = sharpness(model, mse, **probe)
         sh_own = sh if loss_name == "mse" else sharpness(model, own_loss, **probe)
         return {
-            "sharpness_mse": _finite(sh.eigenvalue),
-            "sharpness_own": _finite(sh_own.eigenvalue),
+            "sharpness_mse": finite_or_none(sh.eigenvalue),
+            "sharpness_own": finite_or_none(sh_own.eigenvalue),
             "sharpness_converged": bool(sh.converged and sh_own.converged),
-            "sharpness_residual": _finite(sh.residual),
+            "sharpness_residual": finite_or_none(sh.residual),
             "sharpness_products": sh.n_iter + (0 if sh_own is sh else sh_own.n_iter),
             "slice1d_alphas": _grid(s1.alphas),
             "slice1d_mse": _grid(s1.losses),
             "slice2d_alphas": _grid(s2.alphas),
             "slice2d_mse": _grid(s2.losses),
-            "landscape_center_mse": _finite(s1.center_loss),
+            "landscape_center_mse": finite_or_none(s1.center_loss),
         }
 
     # ------------------------------------------------------------------ analysis

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from beyondgd.core import derive_seed, make_generator
+from beyondgd.core import derive_seed, finite_or_none, make_generator
 from beyondgd.data.fashion_mnist import DataNotFoundError
 from beyondgd.data.shapes import load_cgal_meshes, make_registration_pairs, procedural_shapes
 from beyondgd.experiments.base import Experiment, Figure, Report, Table, Unit, Verdict
-from beyondgd.experiments.dlc_common import finite_or_none, or_value
+from beyondgd.experiments.dlc_common import or_value
 from beyondgd.experiments.registry import register
 from beyondgd.experiments.stats import compare_paired, median_range
 from beyondgd.landscape import SO3Sampler, segment_profile, star_convexity_fraction
@@ -231,6 +231,10 @@ class DLCRegistration(Experiment):
             units.append(Unit(f"init/seed={s}", {"arm": "init", "seed": s}))
             units += [Unit(f"{a['name']}/seed={s}", {"arm": a, "seed": s}) for a in config["arms"]]
         return units
+
+    def prepare(self, config: dict[str, Any]) -> None:
+        """On the driver, before workers start: extract and cache the test meshes once."""
+        _test_meshes(config["n_fallback_test_shapes"], config["shape_seed"])
 
     def run_unit(self, unit: Unit, config: dict[str, Any]) -> dict[str, Any]:
         arm, seed = unit.params["arm"], unit.params["seed"]

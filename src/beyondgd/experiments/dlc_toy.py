@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from beyondgd.core import derive_seed, make_generator
+from beyondgd.core import derive_seed, finite_or_none, make_generator
 from beyondgd.experiments.base import Experiment, Figure, Report, Table, Unit, Verdict
-from beyondgd.experiments.dlc_common import finite_or_none, or_value
+from beyondgd.experiments.dlc_common import or_value
 from beyondgd.experiments.registry import register
 from beyondgd.experiments.stats import compare_paired, median_range
 from beyondgd.landscape import BoxSampler, StarConvexHinge, star_convexity_fraction
@@ -326,13 +326,14 @@ class DLCToy(Experiment):
         ]
         n_ex = config["landscape_examples"]
         fig, axes = plt.subplots(
-            n_ex, len(panels), figsize=(3.0 * len(panels), 2.9 * n_ex), squeeze=False
+            n_ex, len(panels), figsize=(3.6 * len(panels), 3.1 * n_ex), squeeze=False
         )
         for j, (label, rec) in enumerate(panels):
             for i in range(n_ex):
                 ax = axes[i, j]
                 z = np.log10(np.asarray(rec["landscape"][i], dtype=float) + 1e-4)
-                ax.imshow(z, extent=(-1.2, 1.2, -1.2, 1.2), origin="lower", cmap="viridis")
+                im = ax.imshow(z, extent=(-1.2, 1.2, -1.2, 1.2), origin="lower", cmap="viridis")
+                fig.colorbar(im, ax=ax, shrink=0.85).set_label("log10 energy", fontsize=7)
                 ax.contour(
                     np.linspace(-1.2, 1.2, z.shape[1]),
                     np.linspace(-1.2, 1.2, z.shape[0]),
@@ -343,8 +344,9 @@ class DLCToy(Experiment):
                 )
                 wx, wy = rec["landscape_w_star"][i]
                 ax.plot(wx, wy, "r*", ms=10)
-                ax.set_xticks([])
-                ax.set_yticks([])
+                ax.tick_params(labelsize=7)
+                ax.set_xlabel("w1", fontsize=7)
+                ax.set_ylabel("w2", fontsize=7)
                 if i == 0:
                     ax.set_title(label, fontsize=10)
         fig.suptitle("log10 energy around w* (red star), seed 0", fontsize=10)

@@ -22,6 +22,7 @@ from beyondgd.core import (
     check_finite_tensor,
     check_int,
     check_number,
+    finite_or_none,
     make_generator,
 )
 from beyondgd.unfolding.losses import get_loss, log_cosh_loss
@@ -42,10 +43,6 @@ def _check_pair(name: str, data: object) -> Pair:
             f"{inputs.shape[0]} and {targets.shape[0]}"
         )
     return inputs, targets
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 @torch.no_grad()
@@ -75,11 +72,11 @@ def evaluate(
     finally:
         model.train(was_training)
     result = {
-        "mse": _finite(sums["mse"] / count),
-        "log_cosh": _finite(sums["log_cosh"] / count),
+        "mse": finite_or_none(sums["mse"] / count),
+        "log_cosh": finite_or_none(sums["log_cosh"] / count),
     }
     if loss_fn is not None:
-        result["loss"] = _finite(sums["loss"] / inputs.shape[0])
+        result["loss"] = finite_or_none(sums["loss"] / inputs.shape[0])
     return result
 
 
