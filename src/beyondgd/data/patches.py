@@ -15,7 +15,13 @@ import torch
 
 from beyondgd.core import check_choice, check_int, check_number, derive_seed
 
-__all__ = ["SKIMAGE_IMAGES", "bundled_grey_images", "load_image_patches", "pool2x2"]
+__all__ = [
+    "SKIMAGE_IMAGES",
+    "bundled_grey_images",
+    "load_crop",
+    "load_image_patches",
+    "pool2x2",
+]
 
 #: scikit-image's bundled natural images (all ship with the wheel; none is downloaded).
 SKIMAGE_IMAGES = (
@@ -99,6 +105,37 @@ def bundled_grey_images(source: str = "auto") -> dict[str, np.ndarray]:
     (china, flower); ``"auto"``: scikit-image when installed, else scikit-learn.
     """
     return {name: img.copy() for name, img in _load_source(_resolve_source(source))}
+
+
+def load_crop(name: str, size: int = 128, *, seed: int | None = None) -> np.ndarray:
+    """A grey ``size x size`` crop in [0, 1] of the bundled scikit-image image ``name``.
+
+    The image is first block-averaged by ``max(1, min(H, W) // (2 * size))`` (so its short side
+    is about ``2 * size``: a crop shows a good part of the scene); then the crop is the centre
+    (``seed=None``) or a uniformly random position drawn with ``seed`` (an independent crop per
+    seed). Returns a float64 array.
+
+    Examples
+    --------
+    >>> x = load_crop("camera", 64)
+    >>> x.shape, bool(x.min() >= 0), bool(x.max() <= 1)
+    ((64, 64), True, True)
+    """
+    size = check_int("size", size, low=1)
+    images = dict(_load_source("skimage"))
+    if name not in images:
+        raise ValueError(f"unknown image {name!r}; known: {', '.join(sorted(images))}")
+    img = images[name]
+    img = _block_mean(img, max(1, min(img.shape) // (2 * size)))
+    if min(img.shape) < size:
+        raise ValueError(f"image {name!r} is smaller than {size} x {size}")
+    if seed is None:
+        r0, c0 = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
+    else:
+        rng = np.random.default_rng(check_int("seed", seed, low=0))
+        r0 = int(rng.integers(0, img.shape[0] - size + 1))
+        c0 = int(rng.integers(0, img.shape[1] - size + 1))
+    return img[r0 : r0 + size, c0 : c0 + size].copy()
 
 
 def load_image_patches(

@@ -18,8 +18,10 @@ References
 from beyondgd.unfolding.losses import LogCoshLoss, get_loss, log_cosh_loss
 from beyondgd.unfolding.networks import CDEC, DECONET, Continued, DualState
 from beyondgd.unfolding.operators import (
+    FiniteDifference2D,
     FunctionOperator,
     GaussianCS,
+    Haar2D,
     LinearOperator,
     MatrixOperator,
     haar_analysis_matrix,
@@ -28,6 +30,8 @@ from beyondgd.unfolding.training import Trainer, TrainingResult, evaluate
 
 __all__ = [
     "CDEC",
+    "FiniteDifference2D",
+    "Haar2D",
     "DECONET",
     "Continued",
     "DualState",
