@@ -170,3 +170,17 @@ def test_ray_retries_a_unit_whose_worker_dies_and_resumes_a_local_run(tmp_path, 
         Toy(), out_dir=tmp_path / "mixed", executor="ray", resume=True, progress=False
     )
     _same(reference.out_dir, resumed.out_dir)
+
+
+def test_serial_units_run_on_the_callers_instance(tmp_path):
+    class Counting(Toy):
+        name = "toy-counting"
+        calls = 0
+
+        def run(self, problem, method, seed, config, tuned):
+            self.calls += 1  # an instance-level cache must survive between units
+            return super().run(problem, method, seed, config, tuned)
+
+    repro = Counting()
+    run_experiment(repro, out_dir=tmp_path, workers=1, progress=False)
+    assert repro.calls == 2 * 2 * 8

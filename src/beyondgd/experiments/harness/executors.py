@@ -55,6 +55,24 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: one instance per reproduction class and process: what an instance keeps between units (a
+#: pre-trained state of a not-yet-ported experiment) is built once per worker, not per unit
+_INSTANCES: dict[type, Any] = {}
+
+
+def instance(cls: type) -> Any:
+    """This process's instance of ``cls``."""
+    if cls not in _INSTANCES:
+        _INSTANCES[cls] = cls()
+    return _INSTANCES[cls]
+
+
+def adopt(target: Any) -> None:
+    """Make ``target`` this process's instance of its class (the driver's own object runs the
+    serial units)."""
+    _INSTANCES[type(target)] = target
+
+
 def _seed_everything(task: Task) -> None:
     import numpy as np
     import torch
@@ -77,7 +95,7 @@ def execute_task(task: Task) -> tuple[str, dict[str, Any]]:
     torch.set_num_threads(task.threads)
     try:
         _seed_everything(task)
-        target = task.target()
+        target = instance(task.target)
         t0 = time.perf_counter()
         if task.kind == "tune":
             record = {"tuned": target.tune(task.problem, task.method, task.config)}

@@ -29,7 +29,7 @@ from typing import Any
 from beyondgd.core import atomic_write_json, atomic_write_text, check_int
 from beyondgd.experiments.harness.base import PRESETS, Reproduction
 from beyondgd.experiments.harness.config import apply_set
-from beyondgd.experiments.harness.executors import Task, make_executor
+from beyondgd.experiments.harness.executors import Task, adopt, make_executor
 from beyondgd.experiments.harness.report import Report, build_report
 
 
@@ -254,6 +254,7 @@ def run_experiment(
     workers = 1 if workers is None else check_int("workers", workers, low=1)
     config = resolve_config(target, preset, seeds, config_overrides, settings)
     pool = make_executor(executor, workers=workers, address=address)
+    adopt(target)
     run_dir = Path(out_dir) / target.name
     run_dir.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(target.name, config)
