@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 EXECUTORS = ("local", "ray")
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class UnitFailed(RuntimeError):
@@ -88,11 +89,14 @@ def _seed_everything(task: Task) -> None:
 def execute_task(task: Task) -> tuple[str, dict[str, Any]]:
     """Run one task where it lands; returns ``(key, record)``."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     from beyondgd.experiments.harness.base import as_unit_result
 
     previous = torch.get_num_threads()
     torch.set_num_threads(task.threads)
+    # BLAS / OpenMP pools too: two workers with a pool of every core each spin against each other
+    limits = threadpool_limits(limits=task.threads)
     try:
         _seed_everything(task)
         target = instance(task.target)
@@ -110,6 +114,7 @@ def execute_task(task: Task) -> tuple[str, dict[str, Any]]:
         record["wall_time_s"] = time.perf_counter() - t0
         return task.key, record
     finally:
+        limits.restore_original_limits()
         torch.set_num_threads(previous)
 
 
@@ -171,7 +176,20 @@ class PoolExecutor(Executor):
             return
         if self._pool is None:
             ctx = mp.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+            # workers load their BLAS / OpenMP libraries with one thread each; a unit raises
+            # its own limit (execute_task)
+            saved = {k: os.environ.get(k) for k in _THREAD_ENV}
+            os.environ.update(dict.fromkeys(_THREAD_ENV, "1"))
+            try:
+                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+                # start the workers now, while the environment says one thread
+                list(self._pool.map(int, range(self.workers)))
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
         futures = {self._pool.submit(_guarded, t): t.key for t in tasks}
         try:
             _collect(futures, on_done)
@@ -291,8 +309,12 @@ class RayExecutor(Executor):
             raise failure
 
 
-def make_executor(kind: str = "local", *, workers: int = 1, address: str | None = None) -> Executor:
-    """``local`` with one worker: in this process; with more: a process pool; ``ray``: Ray."""
+def make_executor(
+    kind: str = "local", *, workers: int = 1, address: str | None = None, threads: int = 1
+) -> Executor:
+    """An executor for ``workers`` cores whose units use ``threads`` each: ``local`` runs
+    ``workers // threads`` units at a time (one: in this process), ``ray`` asks Ray for
+    ``threads`` CPUs per unit (an embedded Ray gets ``workers`` CPUs)."""
     if kind not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")
     if workers < 1:
@@ -301,4 +323,5 @@ def make_executor(kind: str = "local", *, workers: int = 1, address: str | None 
         return RayExecutor(address, workers)
     if address is not None:
         raise ValueError("address is for the Ray executor (--executor ray)")
-    return SerialExecutor() if workers == 1 else PoolExecutor(workers)
+    slots = max(1, workers // max(1, threads))
+    return SerialExecutor() if slots == 1 else PoolExecutor(slots)

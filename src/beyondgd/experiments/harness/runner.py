@@ -240,8 +240,8 @@ def run_experiment(
     Parameters
     ----------
     workers
-        Local processes (default 1: in this process; the command line defaults to every
-        core). With
+        Cores to use (default 1: in this process; the command line defaults to every core);
+        the local pool runs ``workers // cpus_per_unit`` units at a time. With
         ``executor="ray"``, the CPUs of the embedded Ray when ``address`` is None.
     resume
         Continue from ``checkpoint.jsonl`` written for the same configuration, whatever executor
@@ -253,7 +253,10 @@ def run_experiment(
 
     workers = 1 if workers is None else check_int("workers", workers, low=1)
     config = resolve_config(target, preset, seeds, config_overrides, settings)
-    pool = make_executor(executor, workers=workers, address=address)
+    threads = (
+        getattr(target, "num_threads", 1) if _is_legacy(target) else target.cpus_per_unit
+    ) or 1
+    pool = make_executor(executor, workers=workers, address=address, threads=threads)
     adopt(target)
     run_dir = Path(out_dir) / target.name
     run_dir.mkdir(parents=True, exist_ok=True)
