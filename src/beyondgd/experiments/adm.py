@@ -177,7 +177,7 @@ class ADMSegmentation(Experiment):
         "at the same network and step budget, and gradient descent does best with a smaller "
         "(smoother) regularization weight (Marin et al., CVPR 2019)."
     )
-    expected_seconds = {"quick": 300, "full": 5 * 3600}
+    expected_seconds = {"quick": 230, "full": 5 * 3600}
     num_threads = 2
 
     def __init__(self):

@@ -125,7 +125,7 @@ class DLCClassify(Experiment):
         "raises its test accuracy and lowers its calibration error, at the same network, epochs "
         "and batches."
     )
-    expected_seconds = {"quick": 15, "full": 200}
+    expected_seconds = {"quick": 10, "full": 200}
 
     def config(self, preset: str) -> dict[str, Any]:
         quick = preset == "quick"

@@ -189,7 +189,7 @@ class DLCRegistration(Experiment):
         "pairs that Gauss-Newton from the identity registers within 5 degrees, compared with "
         "training by unrolling the solver (same network, budget, solver and iteration count)."
     )
-    expected_seconds = {"quick": 80, "full": 3600}
+    expected_seconds = {"quick": 35, "full": 3600}
 
     def config(self, preset: str) -> dict[str, Any]:
         quick = preset == "quick"

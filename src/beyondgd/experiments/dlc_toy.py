@@ -192,7 +192,7 @@ class DLCToy(Experiment):
         "of gradient-descent runs from random starts that reach the ground truth, compared with "
         "training by unrolling the solver, at the same network, training steps and test solver."
     )
-    expected_seconds = {"quick": 20, "full": 240}
+    expected_seconds = {"quick": 12, "full": 240}
 
     def config(self, preset: str) -> dict[str, Any]:
         quick = preset == "quick"

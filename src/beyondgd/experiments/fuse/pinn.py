@@ -144,7 +144,7 @@ class FusePINN(Reproduction):
     }
     # measured wall time on 2 cores, --workers 2 (quick: 113 s of compute; full: 1404 s of
     # compute, 714 s wall)
-    expected_seconds = {"smoke": 2, "quick": 65, "full": 720}
+    expected_seconds = {"smoke": 2, "quick": 55, "full": 720}
     metrics = (
         MetricSpec("final_loss", "final PINN loss", logy=True),
         MetricSpec("rel_l2_error", "relative L2 error", logy=True),

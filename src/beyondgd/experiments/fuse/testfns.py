@@ -78,7 +78,7 @@ class FuseTestFunctions(Reproduction):
         "full": {"seeds": 30, "budget": 3000},
     }
     # measured wall time on 2 cores, --workers 2 (quick: 38 s of compute, full: 256 s)
-    expected_seconds = {"smoke": 2, "quick": 30, "full": 140}
+    expected_seconds = {"smoke": 2, "quick": 25, "full": 140}
     metrics = (
         MetricSpec("cost_to_target", "evaluations to reach f - f* < tol"),
         MetricSpec("final_gap", "final f - f* (floored at 1e-16)", logy=True),

@@ -365,6 +365,11 @@ def _summary_line(run: str, metrics: Mapping[str, Any]) -> str:
         )
         or "no verdicts"
     )
+    if any(v.get("legacy") for v in verdicts):
+        statuses += (
+            "<br><span class='meta'>not yet on the harness: its own paired tests, no Holm "
+            "correction, replicates not checked</span>"
+        )
     ns = [v["n"] for v in primary if isinstance(v.get("n"), int)]
     n_text = "-" if not ns else (str(ns[0]) if min(ns) == max(ns) else f"{min(ns)}-{max(ns)}")
     compute = metrics["wall_time_s"]["units_total"]

@@ -237,7 +237,7 @@ class WeepDenoise(Reproduction):
     }
     # quick: measured 140 s of single-core compute (1 worker), halved for 2 workers; full / paper:
     # estimated from quick by scaling the tuning grids, validation crops and seeds
-    expected_seconds = {"smoke": 3, "quick": 80, "full": 600, "paper": 1300}
+    expected_seconds = {"smoke": 3, "quick": 45, "full": 600, "paper": 1300}
     metrics = (
         MetricSpec("psnr", "test PSNR (dB)", lower_is_better=False),
         MetricSpec("ssim", "test SSIM", lower_is_better=False),

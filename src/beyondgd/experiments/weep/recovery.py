@@ -187,9 +187,9 @@ class WeepRecovery(Reproduction):
         # paper: the spec's whole k grid, 30 seeds; estimate = full x (11/6 k) x 1.5 seeds
         "paper": {"seeds": 30, "ks": [10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60]},
     }
-    # quick: measured 61 s of single-core compute with 6 seeds (1 worker), scaled to 8 seeds and
-    # 2 workers; full / paper: estimated from quick by scaling units and grids (not measured)
-    expected_seconds = {"smoke": 3, "quick": 45, "full": 600, "paper": 1700}
+    # quick and full: measured wall time with --workers 2 on 2 cores (fresh-clone make run; full
+    # 378 s); paper: full scaled by its units (11/6 of the ks, 1.5x the seeds), not measured
+    expected_seconds = {"smoke": 3, "quick": 35, "full": 400, "paper": 1100}
     metrics = (
         MetricSpec("nmse_db", "test NMSE (dB)", lower_is_better=True),
         MetricSpec("f1", "support F1", lower_is_better=False),

@@ -255,7 +255,7 @@ class WeepTV1D(Reproduction):
     }
     # quick: measured 40 s of single-core compute with 6 seeds (1 worker), scaled to 8 seeds and
     # 2 workers; full / paper: estimated from quick by scaling seeds, trials and grids
-    expected_seconds = {"smoke": 3, "quick": 30, "full": 300, "paper": 750}
+    expected_seconds = {"smoke": 3, "quick": 20, "full": 300, "paper": 750}
     metrics = (MetricSpec("snr_db", "test SNR (dB)", lower_is_better=False),)
     cost_columns = ("budget_iters", "iterations")
 
