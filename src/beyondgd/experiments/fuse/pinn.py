@@ -142,9 +142,9 @@ class FusePINN(Reproduction):
         },
         "full": {},
     }
-    # measured wall time on 2 cores, --workers 2 (quick: 113 s of compute; full: 1404 s of
-    # compute, 714 s wall)
-    expected_seconds = {"smoke": 2, "quick": 55, "full": 720}
+    # measured wall time on 2 cores, --workers 2, idle machine (quick: 98 s of compute, 52 s
+    # wall in a fresh-clone make run; full: 740 s of compute, 375 s wall)
+    expected_seconds = {"smoke": 2, "quick": 55, "full": 380}
     metrics = (
         MetricSpec("final_loss", "final PINN loss", logy=True),
         MetricSpec("rel_l2_error", "relative L2 error", logy=True),
