@@ -66,7 +66,7 @@ def test_tuning_units_run_first_and_are_checkpointed(tmp_path):
     assert result.metrics["tuned"]["p1/better"]["shift"] == 2.0
     lines = (result.out_dir / "checkpoint.jsonl").read_text().splitlines()
     keys = [json.loads(line)["key"] for line in lines[1:]]
-    assert keys[:2] == ["tune/p1/better", "tune/p2/better"]
+    assert set(keys[:2]) == {"tune/p1/better", "tune/p2/better"}  # before any run unit
 
 
 def test_a_unit_that_raises_is_reported_by_key_and_the_rest_is_kept(tmp_path):
