@@ -55,15 +55,15 @@ def test_report_gathers_every_run_with_its_figures(tmp_path, capsys):
 
 
 def test_set_values_parse_as_json():
-    from beyondgd.cli import parse_overrides
+    from beyondgd.experiments.harness import parse_set
 
-    assert parse_overrides(["epochs=3", 'datasets=["patches"]', 'mode="fast"', "x=1.5"]) == {
+    assert parse_set(["epochs=3", 'datasets=["patches"]', 'mode="fast"', "x=1.5"]) == {
         "epochs": 3,
         "datasets": ["patches"],
         "mode": "fast",
         "x": 1.5,
     }
-    assert parse_overrides(None) == {}
+    assert parse_set(None) == {}
 
 
 def test_a_non_json_set_value_is_a_clear_error(capsys, tmp_path):

@@ -22,6 +22,7 @@ from pathlib import Path
 from beyondgd.experiments import get, names, resolve_config, run_experiment, write_index
 from beyondgd.experiments.harness import PRESETS, UnitFailed, count_units, parse_set
 from beyondgd.experiments.harness.executors import EXECUTORS, default_workers
+from beyondgd.experiments.harness.runner import presets_of
 
 #: what ``list`` assumes a preset's time was measured on
 LIST_CORES = 2
@@ -63,11 +64,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_overrides(items: list[str] | None) -> dict:
-    """``--set`` items -> ``{dotted.key: value}`` (values must be JSON)."""
-    return parse_set(items)
-
-
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     known = names()
     selected = known if args.names == ["all"] else args.names
@@ -75,7 +71,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if unknown:
         print(f"error: unknown experiment(s) {unknown}; known: {', '.join(known)}", file=sys.stderr)
         return 2
-    settings = parse_overrides(args.set)
+    settings = parse_set(args.set)
     if args.show_config:
         for name in selected:
             config = resolve_config(get(name), args.preset, args.seeds, settings=settings)
@@ -86,7 +82,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else default_workers()
     for name in selected:
         exp = get(name)
-        if args.names == ["all"] and args.preset not in _presets_of(exp):
+        if args.names == ["all"] and args.preset not in presets_of(exp):
             print(f"{name}: no {args.preset!r} preset, skipped")
             continue
         try:
@@ -118,10 +114,6 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     index = write_index(args.out)
     print(f"all reports: {index}  ({time.perf_counter() - t0:.0f} s)")
     return 0
-
-
-def _presets_of(exp) -> tuple[str, ...]:
-    return tuple(getattr(exp, "presets", None) or ("quick", "full"))
 
 
 def _settings_for(exp, preset: str, settings: dict) -> dict:

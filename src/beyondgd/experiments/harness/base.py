@@ -44,10 +44,6 @@ class Method:
     name: str
     params: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
-    def label(self) -> str:
-        return str(self.params.get("label", self.name))
-
 
 @dataclass(frozen=True)
 class Claim:
@@ -252,9 +248,6 @@ class Reproduction(abc.ABC):
 
     def extra_figures(self, results: Results, out_dir: Path) -> list[Figure]:
         return []
-
-    def expected(self, preset: str) -> float:
-        return float(self.expected_seconds.get(preset, math.nan))
 
 
 def as_unit_result(value: Any, key: str) -> UnitResult:

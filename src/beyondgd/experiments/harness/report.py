@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -415,8 +415,3 @@ def write_index(results_dir: str | Path = "results") -> Path:
     index = results_dir / "index.html"
     atomic_write_text(index, _page("beyondgd results", body))
     return index
-
-
-def verdict_rows(verdicts: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    """``[claim, status, evidence]`` rows (for command-line output)."""
-    return [[v["claim"], v["status"], Report._evidence(v)] for v in verdicts]

@@ -31,10 +31,6 @@ class Results:
     tuned: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
-    def arm(self, method: str, **where: Any) -> pd.DataFrame:
-        """Rows of ``method`` (and the ``where`` column values)."""
-        return select(self.table, {"method": method, **where})
-
 
 def build_results(
     records: Mapping[str, Mapping[str, Any]],
@@ -111,14 +107,17 @@ def replicate_values(table: pd.DataFrame, claim: Claim, column: str) -> pd.DataF
                 f"claim {claim.sentence!r}: column {col!r} is not in the results table "
                 f"(columns: {list(table.columns)})"
             )
-    data = table[keys + [column]].copy()
-    data[column] = pd.to_numeric(data[column], errors="coerce")
-    agg = {"mean": "mean", "median": "median", "sum": "sum"}[claim.aggregate]
-    grouped = data.groupby(keys, sort=False, dropna=False)[column]
-    values = grouped.agg(agg)
-    missing = grouped.apply(lambda s: bool(s.isna().any()))
-    values[missing] = np.nan
-    return values.rename(column).reset_index()
+    return _per_group(table, keys, column, claim.aggregate).reset_index()
+
+
+def _per_group(table: pd.DataFrame, keys: list[str], column: str, how: str) -> pd.Series:
+    """``column`` reduced by ``how`` within each ``keys`` group; NaN where any row is missing
+    (a group with a failed run has failed as a whole)."""
+    values = pd.to_numeric(table[column], errors="coerce")
+    grouped = values.groupby([table[k] for k in keys], sort=False, dropna=False)
+    out = grouped.agg(how)
+    out[values.isna().groupby([table[k] for k in keys], sort=False, dropna=False).any()] = np.nan
+    return out.rename(column)
 
 
 def _fill_failed(values: np.ndarray, lower_is_better: bool) -> np.ndarray:
@@ -349,10 +348,9 @@ def summarize(
 ) -> pd.DataFrame:
     """Per (problem, method): median, min, max over seeds of the per-seed mean of ``column``,
     and the number of seeds with a failed (missing) value."""
-    data = table[list(by) + ["seed", column]].copy()
-    data[column] = pd.to_numeric(data[column], errors="coerce")
-    per_seed = data.groupby(list(by) + ["seed"], sort=False)[column].mean().reset_index()
+    per_seed = _per_group(table, [*by, "seed"], column, "mean").reset_index()
     g = per_seed.groupby(list(by), sort=False)[column]
     out = g.agg(["median", "min", "max", "count"]).reset_index()
-    out["failed"] = g.apply(lambda s: int(s.isna().sum())).to_numpy()
+    failed = per_seed[column].isna().groupby([per_seed[k] for k in by], sort=False).sum()
+    out["failed"] = failed.to_numpy()
     return out

@@ -68,7 +68,7 @@ def _is_legacy(target: Any) -> bool:
     return not isinstance(target, Reproduction)
 
 
-def _presets(target: Any) -> tuple[str, ...]:
+def presets_of(target: Any) -> tuple[str, ...]:
     return tuple(getattr(target, "presets", None) or ("quick", "full"))
 
 
@@ -81,9 +81,9 @@ def resolve_config(
 ) -> dict[str, Any]:
     """The config for ``preset``; ``seeds`` sets the number of seeds, ``overrides`` replaces
     top-level keys (from Python), ``settings`` are ``--set`` dotted keys (type-checked)."""
-    if preset not in _presets(target):
+    if preset not in presets_of(target):
         raise ValueError(
-            f"preset must be one of {list(_presets(target))} for {target.name!r}, got {preset!r}"
+            f"preset must be one of {list(presets_of(target))} for {target.name!r}, got {preset!r}"
         )
     config = copy.deepcopy(target.config(preset))
     if overrides:
@@ -163,7 +163,7 @@ def plan(
             )
             info[unit.key] = {"kind": "legacy"}
         return [], tasks, info
-    tune_tasks, run_tasks_ = [], []
+    tune_tasks, run_units = [], []
     methods = target.methods(config)
     for problem in target.problems(config):
         for method in methods:
@@ -189,7 +189,7 @@ def plan(
                 if not target.applies(problem, method, config):
                     continue
                 key = f"{problem.name}/{method.name}/seed={seed}"
-                run_tasks_.append(
+                run_units.append(
                     Task(
                         key,
                         "run",
@@ -209,10 +209,10 @@ def plan(
                     "method": method.name,
                     "seed": seed,
                 }
-    keys = [t.key for t in tune_tasks + run_tasks_]
+    keys = [t.key for t in tune_tasks + run_units]
     if len(set(keys)) != len(keys):
         raise RuntimeError(f"{target.name}: problem or method names repeat (duplicate unit keys)")
-    return tune_tasks, run_tasks_, info
+    return tune_tasks, run_units, info
 
 
 def count_units(target: Any, config: Mapping[str, Any]) -> int:
@@ -344,4 +344,11 @@ def run_experiment(
     return RunResult(run_dir, metrics, report)
 
 
-__all__ = ["PRESETS", "RunResult", "count_units", "resolve_config", "run_experiment"]
+__all__ = [
+    "PRESETS",
+    "RunResult",
+    "count_units",
+    "presets_of",
+    "resolve_config",
+    "run_experiment",
+]

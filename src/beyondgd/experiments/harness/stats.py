@@ -57,8 +57,6 @@ class PairedResult:
     ci_low: float
     ci_high: float
     p_value: float
-    median_method: float
-    median_baseline: float
     wins: int
     kind: str
     margin: float
@@ -184,8 +182,6 @@ def paired_test(
         ci_low=low,
         ci_high=high,
         p_value=p,
-        median_method=float(np.median(method)),
-        median_baseline=float(np.median(baseline)),
         wins=int((d > 0).sum()),
         kind=kind,
         margin=float(margin),
