@@ -6,7 +6,7 @@ import pytest
 
 from beyondgd.experiments import get, run_experiment
 from beyondgd.experiments.base import VERDICTS
-from beyondgd.experiments.dlc_toy import DLCToy, evaluate_toy, train_toy
+from beyondgd.experiments.dlc.toy import DLCToy, evaluate_toy, train_toy
 
 TINY = {
     "dlc-toy": {"steps": 15, "test_points": 10, "n_unroll": 2, "test_steps": 10},
@@ -87,7 +87,7 @@ def test_toy_dlc_raises_the_share_of_converged_gradient_descent_runs():
 
 
 def test_registration_falls_back_to_procedural_test_shapes_without_cgal(tmp_path, monkeypatch):
-    from beyondgd.experiments import dlc_registration
+    from beyondgd.experiments.dlc import registration as dlc_registration
 
     monkeypatch.setenv("BEYONDGD_CGAL_DATA", str(tmp_path / "no-cgal-here"))
     dlc_registration._test_meshes.cache_clear()

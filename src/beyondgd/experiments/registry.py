@@ -15,9 +15,7 @@ BUILTIN_MODULES = (
     "beyondgd.experiments.fuse",
     "beyondgd.experiments.weep",
     "beyondgd.experiments.cdec",
-    "beyondgd.experiments.dlc_toy",
-    "beyondgd.experiments.dlc_registration",
-    "beyondgd.experiments.dlc_classify",
+    "beyondgd.experiments.dlc",
     "beyondgd.experiments.adm",
 )
 

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from beyondgd.core import derive_seed, finite_or_none, make_generator
 from beyondgd.data import load_digits_split
 from beyondgd.experiments.base import Experiment, Figure, Report, Table, Unit, Verdict
-from beyondgd.experiments.dlc_common import or_value
+from beyondgd.experiments.dlc.common import or_value
 from beyondgd.experiments.registry import register
 from beyondgd.experiments.stats import compare_paired, median_range
 from beyondgd.landscape import SimplexSampler, StarConvexHinge

@@ -33,7 +33,7 @@ from beyondgd.core import derive_seed, finite_or_none, make_generator
 from beyondgd.data.fashion_mnist import DataNotFoundError
 from beyondgd.data.shapes import load_cgal_meshes, make_registration_pairs, procedural_shapes
 from beyondgd.experiments.base import Experiment, Figure, Report, Table, Unit, Verdict
-from beyondgd.experiments.dlc_common import or_value
+from beyondgd.experiments.dlc.common import or_value
 from beyondgd.experiments.registry import register
 from beyondgd.experiments.stats import compare_paired, median_range
 from beyondgd.landscape import SO3Sampler, segment_profile, star_convexity_fraction
