@@ -132,6 +132,12 @@ def test_step_cap_fits_each_lbfgs_step_into_what_is_left():
     one = FUSE([x], switch=AfterEpochs(0))
     assert StepCap(one).fit(2) and lbfgs_step_bound(one) == 2
     assert not StepCap(one).fit(1)
+    strict = FUSE([x], switch=AfterEpochs(0), max_iter=20, max_eval=4, strict_max_eval=True)
+    cap = StepCap(strict)
+    assert lbfgs_step_bound(strict) == 5  # torch's budget: max_eval + 1 calls
+    assert cap.fit(3) and lbfgs_step_bound(strict) == 3
+    assert cap.fit(100) and strict.max_eval == 4
+    assert not cap.fit(1)
 
 
 def test_step_cap_counts_the_cached_start_of_full_batch_lbfgs_as_free():

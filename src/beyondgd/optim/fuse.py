@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import sys
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, replace
 from typing import Any
@@ -31,9 +34,45 @@ __all__ = ["FUSE"]
 _MODES = ("full", "minibatch", "overlap")
 _LINE_SEARCHES = ("strong_wolfe", None)
 _STATE_FORMAT = 1
+#: ``steps_per_epoch`` default: one epoch per step while ``step()`` gets a closure (full batch).
+_AUTO = "auto"
 
 Closure = Callable[[], Any]
 SwitchCallback = Callable[["FUSE", str, str], Any]
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` that points a warning at the first caller outside FUSE and torch.optim."""
+    frame, level = sys._getframe(1), 1
+    internal = (os.path.dirname(__file__), os.path.dirname(torch.__file__))
+    while frame is not None and frame.f_code.co_filename.startswith(internal):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _check_tolerance(name: str, value: object) -> float:
+    """A tolerance >= 0; ``inf`` is allowed (as in torch: stop every step at once)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == math.inf:
+        return math.inf
+    return check_number(name, value, low=0.0)
+
+
+def _check_closure_loss(loss: Any) -> None:
+    """The closure's return value must be the loss: a scalar tensor or a real number."""
+    if isinstance(loss, Tensor):
+        if loss.numel() != 1:
+            raise ValueError(
+                "the closure must return the loss as a scalar; it returned a tensor of shape "
+                f"{tuple(loss.shape)} (reduce it, e.g. loss.mean(), before backward())"
+            )
+        return
+    if loss is None:
+        raise TypeError("the closure returned None; it must return the loss it computed")
+    if isinstance(loss, bool) or not isinstance(loss, (int, float)):
+        raise TypeError(
+            f"the closure must return the loss (a scalar tensor or a float), got "
+            f"{type(loss).__name__}"
+        )
 
 
 def _to_device(obj: Any, device: torch.device) -> Any:
@@ -69,13 +108,20 @@ class FUSE(Optimizer):
     ``torch.optim.LBFGS`` does. The memory survives across ``step()`` calls. Where the curvature
     pairs come from is set by ``lbfgs_mode``:
 
-    - ``"full"`` (default): the closure is the full-batch loss; classic L-BFGS, the same iterates
-      as ``torch.optim.LBFGS``. With ``reuse_last_eval=True`` the evaluation made by the line
-      search at the accepted point is reused as the start evaluation of the next step when the
-      parameters are bit-for-bit unchanged: one closure call saved per step (half the calls with
-      ``max_iter=1``), same iterates. It assumes the closure is a fixed function, and a converged
-      step may then make no closure call at all (a loop ``while calls < budget`` would not end);
-      hence opt-in.
+    - ``"full"`` (default): the closure is the full-batch loss; classic L-BFGS. With
+      ``strict_max_eval=True`` (torch's line-search budget) it makes the same iterates and closure
+      calls as ``torch.optim.LBFGS(line_search_fn="strong_wolfe")`` with the same
+      ``history_size`` and tolerances (a test checks it on Rosenbrock where the budget binds), as
+      long as no line search ends without a lower point (FUSE then halves the next trial step,
+      where torch repeats the same search from the same point), a line search that runs out of
+      trials ends at its lowest trial (FUSE keeps that one, torch the low end of its bracket) and
+      no curvature pair falls between the two acceptance tests (below). With the default budgets
+      the iterates are the same whenever ``max_eval`` does not bind. With
+      ``reuse_last_eval=True`` the evaluation made by the line search at the accepted point is
+      reused as the start evaluation of the next step when the parameters are bit-for-bit
+      unchanged: one closure call saved per step (half the calls with ``max_iter=1``), same
+      iterates. It assumes the closure is a fixed function, and a converged step may then make no
+      closure call at all (a loop ``while calls < budget`` would not end); hence opt-in.
     - ``"minibatch"``: ``torch.optim.LBFGS`` behaviour, as in the authors' code. Each step evaluates
       a new batch :math:`S_{k+1}` at its start and forms
       :math:`y_k = \nabla f_{S_{k+1}}(x_{k+1}) - \nabla f_{S_k}(x_k)`: a pair from two different
@@ -110,13 +156,31 @@ class FUSE(Optimizer):
     **Budgets** (pytorch issue #49993). ``max_iter`` is the number of L-BFGS iterations per
     ``step()``; ``max_eval`` (default ``max_iter * 5 // 4``, as torch) is checked after each
     iteration: once the closure calls of this ``step()`` (the start evaluation included, counted
-    even when reused) reach it, no further iteration starts. Each line search makes at most
-    ``max_ls`` trials (default 25, as torch), whatever ``max_eval`` says, so one step costs between
-    1 and ``max_iter * max_ls + 1`` calls. Without ``reuse_last_eval`` every step calls the closure
-    at least once. ``n_evals`` (closure calls) and ``n_lbfgs_iters`` are reported, so budgets can
-    be counted in evaluations rather than in steps. With ``line_search=None`` each iteration
-    moves by the fixed step ``lbfgs_lr`` and evaluates the new point (halving the step while it is
-    not finite), so a step costs one call more than torch's fixed-step LBFGS.
+    even when reused) reach it, no further iteration starts. By default each line search makes up
+    to ``max_ls + 1`` trials (``max_ls`` defaults to 25) whatever is left of ``max_eval``, so one
+    step makes at most ``min(max_iter * (max_ls + 1), max(max_eval, 2) + max_ls - 1) + 1`` closure
+    calls (``max_iter * (max_ls + 1) + 1`` when ``max_eval`` does not bind). With
+    ``strict_max_eval=True`` each line search gets only what is left of ``max_eval`` (at most
+    ``max_eval - calls so far`` trials after the first, and never more than ``max_ls``), as
+    ``torch.optim.LBFGS`` does since PyTorch 2.5 (pytorch PR 135026): a step then makes at most
+    ``max_eval + 1`` calls. Without ``reuse_last_eval`` every step calls the closure at least
+    once. ``n_evals`` (closure calls) and ``n_lbfgs_iters`` are reported, so budgets can be counted
+    in evaluations rather than in steps. With ``line_search=None`` each iteration moves by the
+    fixed step ``lbfgs_lr`` and evaluates the new point (halving the step while it is not finite),
+    so a step costs one call more than torch's fixed-step LBFGS.
+
+    **Closures.** A closure zeroes the gradients, computes the loss, calls ``backward()`` and
+    returns the loss as a scalar (a 0-d or one-element tensor, or a float). A closure that returns
+    something else, or leaves every gradient as it was (no ``backward()``), raises an error that
+    says so. A non-finite loss or gradient is counted in ``n_nonfinite_evals`` and warned about
+    once per optimizer.
+
+    **Mini-batch loops.** With the default ``steps_per_epoch="auto"`` a ``step(closure)`` is one
+    epoch (full-batch training). The first ``step()`` without a closure (an ordinary mini-batch
+    loop: ``loss.backward(); opt.step()``) stops counting epochs by steps, with a one-time warning:
+    epochs then end at :meth:`end_epoch` (or give ``steps_per_epoch=len(loader)``), so
+    ``AfterEpochs(5)`` waits for five real epochs. After the switch ``step()`` needs a closure of
+    the full-batch loss (:func:`~beyondgd.optim.full_batch_closure`).
 
     **Robustness** (pytorch issue #5953). Inside the line search a non-finite loss or gradient is a
     failed trial: the step is bisected toward the last good point instead of interpolated. A line
@@ -137,7 +201,8 @@ class FUSE(Optimizer):
     Parameters
     ----------
     params : iterable of Tensor or dict
-        Parameters or parameter groups; at least one with ``requires_grad=True``. Adam options can
+        Parameters or parameter groups; at least one with ``requires_grad=True`` (parameters with
+        ``requires_grad=False`` are kept in their group and never updated). Adam options can
         differ per group; the L-BFGS phase treats all trainable parameters as one vector.
     lr, betas, eps, weight_decay : float
         Adam options (``weight_decay`` is an L2 term added to the gradient in Adam steps only; put
@@ -154,14 +219,17 @@ class FUSE(Optimizer):
     max_eval : int or None
     line_search : {"strong_wolfe", None}, default "strong_wolfe"
     tolerance_grad : float, default 1e-9
-        Stop a step when :math:`\|g\|_\infty \le` ``tolerance_grad``.
+        Stop a step when :math:`\|g\|_\infty \le` ``tolerance_grad`` (``inf``: every L-BFGS
+        step stops at its start evaluation, as in torch).
     tolerance_change : float, default 1e-12
         Stop a step when :math:`g^\top d > -` ``tolerance_change``, or when the loss change or the
         largest parameter change falls below it. These tests are absolute, as in torch: on a
         quadratic with curvature 1 the default stops near :math:`\|x - x^*\| \approx 10^{-6}`;
         lower both tolerances for high-accuracy full-batch runs.
-    steps_per_epoch : int or None, default 1
-        An epoch ends every ``steps_per_epoch`` steps; ``None``: call :meth:`end_epoch` yourself.
+    steps_per_epoch : int, None or "auto", default "auto"
+        An epoch ends every ``steps_per_epoch`` steps; ``None``: call :meth:`end_epoch` yourself;
+        ``"auto"``: every step while steps get a closure, :meth:`end_epoch` from the first step
+        without one (see *Mini-batch loops*).
     theta : float, callable or None
         Blend weight of the Adam step, in [0, 1], or ``theta(step) -> float``.
     on_switch : callable or list of callables, optional
@@ -173,6 +241,9 @@ class FUSE(Optimizer):
     reuse_last_eval : bool, default False
         ``"full"`` mode only: reuse the line search's evaluation at the accepted point as the next
         step's start evaluation (see above).
+    strict_max_eval : bool, default False
+        Cap each line search by what is left of ``max_eval``, as ``torch.optim.LBFGS`` (see
+        *Budgets*).
 
     Attributes
     ----------
@@ -233,13 +304,19 @@ class FUSE(Optimizer):
         line_search: str | None = "strong_wolfe",
         tolerance_grad: float = 1e-9,
         tolerance_change: float = 1e-12,
-        steps_per_epoch: int | None = 1,
+        steps_per_epoch: int | str | None = _AUTO,
         theta: float | Callable[[int], float] | None = None,
         on_switch: SwitchCallback | Iterable[SwitchCallback] | None = None,
         max_failures: int = 3,
         reuse_last_eval: bool = False,
         max_ls: int = 25,
+        strict_max_eval: bool = False,
     ) -> None:
+        if isinstance(lr, Tensor):
+            raise ValueError(
+                "lr must be a Python float, got a Tensor: FUSE's Adam phase uses foreach ops, and "
+                "torch.optim.Adam does not support a tensor lr with foreach=True either"
+            )
         lr = check_number("lr", lr, low=0.0)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair of floats, got {betas!r}")
@@ -257,16 +334,26 @@ class FUSE(Optimizer):
             max_eval = self.max_iter * 5 // 4
         self.max_eval = check_int("max_eval", max_eval, low=1)
         self.line_search = check_choice("line_search", line_search, _LINE_SEARCHES)
-        self.tolerance_grad = check_number("tolerance_grad", tolerance_grad, low=0.0)
-        self.tolerance_change = check_number("tolerance_change", tolerance_change, low=0.0)
-        if steps_per_epoch is not None:
-            steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, low=1)
+        self.tolerance_grad = _check_tolerance("tolerance_grad", tolerance_grad)
+        self.tolerance_change = _check_tolerance("tolerance_change", tolerance_change)
+        # "auto" counts an epoch per step until a step comes without a closure (_epochs_by_steps).
+        self._epochs_by_steps = steps_per_epoch is not None
+        if steps_per_epoch == _AUTO:
+            self._auto_epochs = True
+            steps_per_epoch = 1
+        else:
+            self._auto_epochs = False
+            if steps_per_epoch is not None:
+                steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, low=1)
         self.steps_per_epoch = steps_per_epoch
         self.max_failures = check_int("max_failures", max_failures, low=1)
         self.max_ls = check_int("max_ls", max_ls, low=1)
         if not isinstance(reuse_last_eval, bool):
             raise TypeError(f"reuse_last_eval must be a bool, got {type(reuse_last_eval).__name__}")
         self.reuse_last_eval = reuse_last_eval
+        if not isinstance(strict_max_eval, bool):
+            raise TypeError(f"strict_max_eval must be a bool, got {type(strict_max_eval).__name__}")
+        self.strict_max_eval = strict_max_eval
 
         if theta is not None:
             if switch is not None:
@@ -315,6 +402,7 @@ class FUSE(Optimizer):
         self.n_line_search_failures = 0
         self.n_memory_resets = 0
         self.n_nonfinite_evals = 0
+        self._warned_nonfinite = False
         self.last_start_loss: float | None = None
         self.last_loss: float | None = None
         self._pending: SwitchObservation | None = None
@@ -375,10 +463,35 @@ class FUSE(Optimizer):
             p.copy_(v)
 
     def _call(self, closure: Closure) -> Any:
+        before = [(p.grad, None if p.grad is None else p.grad._version) for p in self._params]
         with torch.enable_grad():
             loss = closure()
         self.n_evals += 1
+        _check_closure_loss(loss)
+        if all(p.grad is None for p in self._params) or all(
+            p.grad is g and (g is None or g._version == v)
+            for p, (g, v) in zip(self._params, before)
+        ):
+            raise RuntimeError(
+                "the closure left every gradient as it was: it must zero the gradients, compute "
+                "the loss, call loss.backward() and return the loss"
+            )
         return loss
+
+    def _note_nonfinite(self, count: int = 1) -> None:
+        """Count non-finite evaluations; the first one is also a warning."""
+        if count <= 0:
+            return
+        self.n_nonfinite_evals += count
+        if not self._warned_nonfinite:
+            self._warned_nonfinite = True
+            warnings.warn(
+                f"FUSE: the closure returned a non-finite loss or gradient at step {self.n_steps}; "
+                "that step (or line-search trial) was skipped. Later ones are counted in "
+                "n_nonfinite_evals and n_skipped without a warning.",
+                RuntimeWarning,
+                stacklevel=_user_stacklevel(),
+            )
 
     def _evaluate(self, closure: Closure) -> tuple[Any, float, Tensor]:
         raw = self._call(closure)
@@ -403,7 +516,7 @@ class FUSE(Optimizer):
         The observation of the last step is then handed to the criterion with ``epoch_end=True``,
         so a switch it triggers applies from the next step on.
         """
-        if self.steps_per_epoch is not None:
+        if self._epochs_by_steps:
             raise RuntimeError(
                 "end_epoch() is for steps_per_epoch=None; epochs are counted automatically every "
                 f"{self.steps_per_epoch} step(s) here"
@@ -434,6 +547,17 @@ class FUSE(Optimizer):
         """
         if closure is not None and not callable(closure):
             raise TypeError(f"closure must be callable, got {type(closure).__name__}")
+        if closure is None and self._auto_epochs and self._epochs_by_steps and self.phase == "adam":
+            self._epochs_by_steps = False
+            warnings.warn(
+                "FUSE.step() without a closure: this looks like a mini-batch loop, so a step is "
+                "no longer counted as an epoch. Call opt.end_epoch() after each pass over the "
+                "data (or give steps_per_epoch=len(loader)) so that epoch-based switch criteria "
+                "see real epochs; after the switch, step() needs a closure of the full-batch "
+                "loss (beyondgd.optim.full_batch_closure).",
+                UserWarning,
+                stacklevel=_user_stacklevel(),
+            )
         if self._pending is not None:
             obs, self._pending = self._pending, None
             self._observe(obs)
@@ -446,9 +570,12 @@ class FUSE(Optimizer):
         elif self.n_steps == 0 and self.phase == "adam" and self.criterion.at_start():
             self._set_phase("lbfgs", 0)
         if self.phase != "adam" and closure is None:
+            when = "" if self.switch_step is None else f" since step {self.switch_step}"
             raise ValueError(
-                f"closure is required in the {self.phase!r} phase (L-BFGS evaluates the loss "
-                "several times per step)"
+                f"closure is required in the {self.phase!r} phase{when} (criterion "
+                f"{self.criterion!r}): L-BFGS evaluates the loss several times per step. Pass "
+                "opt.step(closure) with a closure of the full-batch loss, e.g. "
+                "beyondgd.optim.full_batch_closure(model, loss_fn, loader)"
             )
 
         self.last_loss = None
@@ -487,6 +614,7 @@ class FUSE(Optimizer):
             self._adam_update()
         else:
             self.n_skipped += 1
+            self._note_nonfinite(0 if raw is None else 1)
         # Adam moved x: a pending L-BFGS pair would no longer describe a step.
         self._lb["pair_pending"] = False
         return raw, (None if raw is None else loss)
@@ -548,6 +676,7 @@ class FUSE(Optimizer):
         lb["cache_x"] = lb["cache_f"] = lb["cache_g"] = None
         if not (math.isfinite(loss) and bool(torch.isfinite(flat_grad).all())):
             self.n_skipped += 1
+            self._note_nonfinite()
             return raw, loss
         end_loss, flat_grad = self._lbfgs_iterations(closure, loss, flat_grad)
         self.last_loss = end_loss
@@ -561,6 +690,7 @@ class FUSE(Optimizer):
         lb["cache_x"] = lb["cache_f"] = lb["cache_g"] = None
         if not (math.isfinite(loss) and bool(torch.isfinite(flat_grad).all())):
             self.n_skipped += 1
+            self._note_nonfinite()
             return raw, loss
         x0 = self._clone_params()
         flat_x0 = self._flat_params()
@@ -616,7 +746,7 @@ class FUSE(Optimizer):
 
             result = self._line_search(closure, t, d, loss, flat_grad, gtd, current_evals)
             current_evals += result.n_evals
-            self.n_nonfinite_evals += result.n_nonfinite
+            self._note_nonfinite(result.n_nonfinite)
             if not result.success:
                 self.n_line_search_failures += 1
                 lb["n_fail"] += 1
@@ -657,6 +787,9 @@ class FUSE(Optimizer):
         current_evals: int,
     ) -> LineSearchResult:
         x0 = self._clone_params()
+        max_ls = self.max_ls
+        if self.strict_max_eval:  # torch: the line search gets what is left of max_eval
+            max_ls = max(0, min(max_ls, self.max_eval - current_evals))
 
         def obj_func(step: float) -> tuple[float, Tensor]:
             self._add_grad(step, d)
@@ -665,8 +798,8 @@ class FUSE(Optimizer):
             return f, g
 
         if self.line_search == "strong_wolfe":
-            return strong_wolfe(obj_func, t, d, loss, flat_grad, gtd, max_ls=self.max_ls)
-        return fixed_step(obj_func, t, loss, flat_grad, max_trials=self.max_ls)
+            return strong_wolfe(obj_func, t, d, loss, flat_grad, gtd, max_ls=max_ls)
+        return fixed_step(obj_func, t, loss, flat_grad, max_trials=max(1, max_ls))
 
     # ------------------------------------------------------------------ switching
     def _finish_step(self, loss: float | None) -> None:
@@ -678,7 +811,7 @@ class FUSE(Optimizer):
         obs_loss = math.nan if loss is None else loss
         index = self.n_steps
         self.n_steps += 1
-        if self.steps_per_epoch is None:
+        if not self._epochs_by_steps:
             self._pending = SwitchObservation(index, self.epoch, obs_loss, grad_norm, False)
             return
         self._steps_in_epoch += 1
@@ -716,6 +849,7 @@ class FUSE(Optimizer):
                 "n_lbfgs_iters": self.n_lbfgs_iters,
                 "epoch": self.epoch,
                 "steps_in_epoch": self._steps_in_epoch,
+                "epochs_by_steps": self._epochs_by_steps,
                 "n_skipped": self.n_skipped,
                 "n_line_search_failures": self.n_line_search_failures,
                 "n_memory_resets": self.n_memory_resets,
@@ -759,6 +893,7 @@ class FUSE(Optimizer):
         self.n_lbfgs_iters = fuse["n_lbfgs_iters"]
         self.epoch = fuse["epoch"]
         self._steps_in_epoch = fuse["steps_in_epoch"]
+        self._epochs_by_steps = fuse.get("epochs_by_steps", self.steps_per_epoch is not None)
         self.n_skipped = fuse["n_skipped"]
         self.n_line_search_failures = fuse["n_line_search_failures"]
         self.n_memory_resets = fuse["n_memory_resets"]

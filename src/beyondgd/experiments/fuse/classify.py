@@ -213,11 +213,13 @@ class FuseClassify(Reproduction):
             ),
             "fuse-paper-code": {
                 # the authors' code: batch 512, Adam for 5 epochs, then torch-style mini-batch
-                # LBFGS(history_size=10, max_eval=4) with torch's max_iter=20
+                # LBFGS(history_size=10, max_eval=4) with torch's max_iter=20 and torch's
+                # line-search budget (what is left of max_eval)
                 **_fuse("FUSE paper code", {"rule": "paper_code", "kind": "epoch"}, "minibatch"),
                 "batch_size": 512,
                 "max_iter": 20,
                 "max_eval": 4,
+                "strict_max_eval": True,
             },
         },
     }

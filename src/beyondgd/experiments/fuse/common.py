@@ -44,6 +44,7 @@ _FUSE_KEYS = (
     "max_ls",
     "tolerance_grad",
     "tolerance_change",
+    "strict_max_eval",
 )
 
 
@@ -102,7 +103,10 @@ def build_optimizer(
 def lbfgs_step_bound(opt: FUSE) -> int:
     """Most closure calls one L-BFGS ``step()`` of ``opt`` can make with its current ``max_eval``
     and ``max_ls``: the start evaluation, iterations until ``max_eval`` calls are reached, and
-    the last iteration's line search (one trial plus ``max_ls``)."""
+    the last iteration's line search (one trial plus ``max_ls``); ``max_eval + 1`` when
+    ``strict_max_eval`` caps the line searches too."""
+    if opt.strict_max_eval:
+        return opt.max_eval + 1
     return max(opt.max_eval, 2) + opt.max_ls
 
 
@@ -137,6 +141,9 @@ class StepCap:
         if room < 2:
             return False
         opt = self.opt
+        if opt.strict_max_eval:  # the line searches are capped by max_eval already
+            opt.max_eval = min(self.max_eval, room - 1)
+            return True
         opt.max_eval = min(self.max_eval, room)
         # strong_wolfe accepts max_ls = 0: one trial, kept if it lowers the loss
         opt.max_ls = min(self.max_ls, room - max(opt.max_eval, 2))
