@@ -79,12 +79,40 @@ def test_adjoint_and_norm(name):
 def test_wrong_adjoint_is_detected():
     a = torch.randn(5, 7, dtype=torch.float64)
     wrong = FunctionOperator(
-        lambda x: x @ a.T, lambda y: 1.1 * (y @ a), in_shape=7, out_shape=5, dtype=torch.float64
+        lambda x: x @ a.T,
+        lambda y: 1.1 * (y @ a),
+        in_shape=7,
+        out_shape=5,
+        dtype=torch.float64,
+        check_adjoint=False,
     )
     assert wrong.check_adjoint() > 1e-3
-    bad_shape = FunctionOperator(lambda x: x[:, :4], lambda y: y, in_shape=7, out_shape=5)
+    bad_shape = FunctionOperator(
+        lambda x: x[:, :4], lambda y: y, in_shape=7, out_shape=5, check_adjoint=False
+    )
     with pytest.raises(ValueError, match="forward function returned shape"):
         bad_shape.check_adjoint()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_function_operator_checks_its_adjoint_at_construction(dtype):
+    a = torch.randn(5, 7, dtype=dtype)
+    with pytest.raises(ValueError, match=r"blur: adjoint is not the adjoint of forward"):
+        FunctionOperator(lambda x: x @ a.T, lambda y: 1.1 * (y @ a), 7, 5, dtype=dtype, name="blur")
+    with pytest.raises(ValueError, match=r"A: adjoint is not"):  # a transposed sign flip
+        FunctionOperator(lambda x: x @ a.T, lambda y: -(y @ a), 7, 5, dtype=dtype, name="A")
+    with pytest.raises(ValueError, match="forward function returned shape.*check_adjoint=False"):
+        FunctionOperator(lambda x: x[:, :4], lambda y: y, in_shape=7, out_shape=5, dtype=dtype)
+    right = FunctionOperator(lambda x: x @ a.T, lambda y: y @ a, 7, 5, dtype=dtype)
+    assert right.check_adjoint() < 1e-5
+    # a loose tolerance accepts the slightly wrong pair; a bad tolerance is refused by name
+    FunctionOperator(
+        lambda x: x @ a.T, lambda y: 1.01 * (y @ a), 7, 5, dtype=dtype, adjoint_tol=0.1
+    )
+    with pytest.raises(ValueError, match="adjoint_tol"):
+        FunctionOperator(lambda x: x @ a.T, lambda y: y @ a, 7, 5, dtype=dtype, adjoint_tol=0.0)
+    with pytest.raises(TypeError, match="check_adjoint must be a bool"):
+        FunctionOperator(lambda x: x @ a.T, lambda y: y @ a, 7, 5, dtype=dtype, check_adjoint="no")
 
 
 def test_gaussian_is_seeded_scaled_and_follows_dtype():
