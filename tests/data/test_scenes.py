@@ -254,14 +254,16 @@ def test_folder_round_trip(tmp_path, scenes, full_scribbles):
     data = scenes.subset([0, 1, 2]).with_scribbles(full_scribbles[:3])
     pixels = _write_folder(tmp_path, data)
     loaded = load_scribble_folder(
-        tmp_path / "images", tmp_path / "scribbles", masks=tmp_path / "masks"
+        tmp_path / "images",
+        tmp_path / "scribbles",
+        masks=tmp_path / "masks",
+        class_names=scenes.class_names,  # class 2 is in none of these three scenes
     )
     assert loaded.image_names == ["scene00", "scene01", "scene02"]
     assert torch.equal(loaded.scribbles, data.scribbles) and torch.equal(loaded.masks, data.masks)
     expected = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
     assert torch.allclose(loaded.images, expected)
-    present = int(max(data.masks.max(), data.scribbles[data.scribbles != 255].max()))
-    assert loaded.n_classes == present + 1 and loaded.class_names[0] == "class_0"
+    assert loaded.class_names == scenes.class_names
     resized = load_scribble_folder(
         tmp_path / "images", tmp_path / "scribbles", class_names=scenes.class_names, size=(32, 48)
     )
@@ -283,7 +285,10 @@ def test_folder_errors_name_the_file(tmp_path, scenes, full_scribbles):
     save_label_png(scribbles / "scene01.png", np.full((64, 64), 255))
     with pytest.raises(ValueError, match=r"scene01\.png: no labelled scribble pixel"):
         load_scribble_folder(images, scribbles)
-    assert len(load_scribble_folder(images, scribbles, require_scribbles=False)) == 2
+    kept = load_scribble_folder(
+        images, scribbles, require_scribbles=False, class_names=scenes.class_names
+    )
+    assert len(kept) == 2
     save_label_png(scribbles / "scene01.png", np.zeros((60, 64), dtype=np.int64))
     with pytest.raises(ValueError, match=r"scene01\.png: size 60 x 64 differs from its image"):
         load_scribble_folder(images, scribbles)
@@ -297,12 +302,63 @@ def test_folder_errors_name_the_file(tmp_path, scenes, full_scribbles):
         load_scribble_folder(tmp_path / "nowhere", scribbles)
 
 
+def _one_image_folder(root, scribble, *, suffix=".png"):
+    for sub in ("images", "scribbles"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((*scribble.shape, 3), np.uint8)).save(root / "images" / "chelsea.png")
+    if suffix == ".png" and scribble.dtype == np.uint16:
+        Image.fromarray(scribble).save(root / "scribbles" / "chelsea.png")  # 16-bit PNG
+    elif suffix == ".png":
+        save_label_png(root / "scribbles" / "chelsea.png", scribble)
+    else:
+        Image.fromarray(scribble.astype(np.uint8)).save(root / "scribbles" / f"chelsea{suffix}")
+    return root / "images", root / "scribbles"
+
+
+def test_folder_rejects_dense_labels_where_zero_means_unlabelled(tmp_path):
+    dense = np.zeros((16, 16), dtype=np.int64)
+    dense[4:8, 4:8] = 1  # 0 = "unlabelled" in the user's convention: every pixel has a class
+    with pytest.raises(
+        ValueError, match=r"chelsea\.png: every pixel is labelled.*255 = unlabelled"
+    ):
+        load_scribble_folder(*_one_image_folder(tmp_path, dense))
+
+
+def test_folder_rejects_sparse_class_ids_unless_classes_are_named(tmp_path):
+    scribble = np.full((16, 16), 255, dtype=np.int64)
+    scribble[1, :4], scribble[5, :4], scribble[9, :4] = 0, 2, 7
+    folder = _one_image_folder(tmp_path, scribble)
+    with pytest.raises(ValueError, match=r"ids \{0, 2, 7\}, so class ids \{1, 3, 4, 5, 6\}"):
+        load_scribble_folder(*folder)
+    named = load_scribble_folder(*folder, class_names=[f"c{k}" for k in range(8)])
+    assert named.n_classes == 8
+
+
+def test_folder_reads_16_bit_labels_or_says_the_format(tmp_path):
+    scribble = np.full((16, 16), 255, dtype=np.uint16)
+    scribble[2:4, :], scribble[10:12, :] = 0, 1
+    data = load_scribble_folder(*_one_image_folder(tmp_path / "ok", scribble))
+    assert data.class_names == ["class_0", "class_1"] and int((data.scribbles == 1).sum()) == 32
+    scribble[scribble == 255] = 65535  # unlabelled as the 16-bit maximum
+    with pytest.raises(ValueError, match=r"\[0, 65535\] \(a 16-bit image\); the format is"):
+        load_scribble_folder(*_one_image_folder(tmp_path / "wide", scribble))
+
+
+def test_folder_says_why_a_jpeg_scribble_does_not_match(tmp_path):
+    scribble = np.full((16, 16), 255, dtype=np.int64)
+    scribble[2:4, :] = 0
+    with pytest.raises(ValueError, match=r"chelsea\.jpg has the same stem but.*JPEG"):
+        load_scribble_folder(*_one_image_folder(tmp_path, scribble, suffix=".jpg"))
+
+
 def test_folder_images_of_different_sizes_need_size(tmp_path):
     for sub in ("images", "scribbles"):
         (tmp_path / sub).mkdir()
     for stem, shape in (("a", (20, 30)), ("b", (24, 30))):
         Image.fromarray(np.zeros((*shape, 3), np.uint8)).save(tmp_path / "images" / f"{stem}.jpg")
-        save_label_png(tmp_path / "scribbles" / f"{stem}.png", np.ones(shape, dtype=np.int64))
+        scribble = np.full(shape, 255, dtype=np.int64)
+        scribble[2:5, :], scribble[-5:-2, :] = 0, 1
+        save_label_png(tmp_path / "scribbles" / f"{stem}.png", scribble)
     with pytest.raises(ValueError, match=r"b\.jpg: size 24 x 30 differs from the first image"):
         load_scribble_folder(tmp_path / "images", tmp_path / "scribbles")
     data = load_scribble_folder(tmp_path / "images", tmp_path / "scribbles", size=16)

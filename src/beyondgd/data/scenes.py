@@ -990,6 +990,13 @@ def _files_by_stem(folder: Path, suffixes: tuple[str, ...], argument: str) -> di
     return found
 
 
+#: what a label file must hold, repeated in every format error
+LABEL_FORMAT = (
+    "the format is one channel of 8-bit values: 255 = unlabelled, classes 0..K-1 "
+    "(save_label_png writes it)"
+)
+
+
 def _read_labels(file: Path, size: tuple[int, int] | None) -> np.ndarray:
     from PIL import Image
 
@@ -997,11 +1004,39 @@ def _read_labels(file: Path, size: tuple[int, int] | None) -> np.ndarray:
         if image.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
             raise ValueError(
                 f"{file}: a label image must have one channel (PIL mode L, P or I), got mode "
-                f"{image.mode}; save labels with save_label_png"
+                f"{image.mode}; {LABEL_FORMAT}"
             )
         if size is not None and image.size != (size[1], size[0]):
             image = image.resize((size[1], size[0]), resample=Image.NEAREST)
-        return np.asarray(image).astype(np.int64)
+        labels = np.asarray(image).astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError(
+            f"{file}: label values range over [{labels.min()}, {labels.max()}] (a "
+            f"{'16' if labels.max() <= 65535 else '32'}-bit image); {LABEL_FORMAT}"
+        )
+    return labels
+
+
+def _few(values, limit: int = 8) -> str:
+    """``{0, 2, 7}``-style text of some integers (the first ``limit`` of them)."""
+    values = [int(v) for v in values]
+    shown = ", ".join(map(str, values[:limit]))
+    return "{" + shown + (", ..." if len(values) > limit else "") + "}"
+
+
+def _no_file_for(stem: str, folder: Path, suffixes: tuple[str, ...], argument: str, image: Path):
+    """The error for an image without a label file: say why a file of the same stem is not one."""
+    same_stem = sorted(p.name for p in folder.iterdir() if p.is_file() and p.stem == stem)
+    if same_stem:
+        why = (
+            f"{', '.join(same_stem)} has the same stem but is not a lossless label format "
+            f"({', '.join(suffixes)}): JPEG compression changes label values"
+        )
+    else:
+        why = f"no file named {stem} with a suffix in ({', '.join(suffixes)})"
+    return ValueError(
+        f"{argument}: no {argument[:-1]} file for image {image.name} in {folder}: {why}"
+    )
 
 
 def load_scribble_folder(
@@ -1064,9 +1099,7 @@ def load_scribble_folder(
     first_shape = None
     for stem, image_file in image_files.items():
         if stem not in scribble_files:
-            raise ValueError(
-                f"scribbles: no scribble file for image {image_file.name} in {scribbles}"
-            )
+            raise _no_file_for(stem, Path(scribbles), _LABEL_SUFFIXES, "scribbles", image_file)
         with Image.open(image_file) as pil:
             pil = pil.convert("RGB")
             native = (pil.height, pil.width)
@@ -1076,7 +1109,7 @@ def load_scribble_folder(
         label_files = [("scribbles", scribble_files[stem])]
         if mask_files is not None:
             if stem not in mask_files:
-                raise ValueError(f"masks: no mask file for image {image_file.name} in {masks}")
+                raise _no_file_for(stem, Path(masks), _LABEL_SUFFIXES, "masks", image_file)
             label_files.append(("masks", mask_files[stem]))
         read = []
         for _, label_file in label_files:
@@ -1100,6 +1133,13 @@ def load_scribble_folder(
                 f"{scribble_files[stem]}: no labelled scribble pixel (all {ignore_index}); "
                 "scribble every image or pass require_scribbles=False"
             )
+        if not (read[0] == ignore_index).any():
+            raise ValueError(
+                f"{scribble_files[stem]}: every pixel is labelled (values "
+                f"{_few(np.unique(read[0]))}; none is {ignore_index} = unlabelled), so this is "
+                f"not a scribble file; {LABEL_FORMAT}. If your files mark unlabelled pixels "
+                f"with another value (0, say), map it to {ignore_index} first"
+            )
         pixels.append(rgb)
         seeds.append(read[0])
         if mask_files is not None:
@@ -1113,6 +1153,18 @@ def load_scribble_folder(
             if labelled.size:
                 largest = max(largest, int(labelled.max()))
     if class_names is None:
+        seen = np.unique(
+            np.concatenate([labels[labels != ignore_index] for labels in [*seeds, *truths]])
+        )
+        never = sorted(set(range(largest + 1)) - {int(v) for v in seen})
+        if never:
+            raise ValueError(
+                "scribbles: class ids must be 0..K-1 with every class scribbled (or in a mask) "
+                f"somewhere; the files use ids {_few(seen)}, so class ids {_few(never)} are "
+                f"never seen ({largest + 1} classes inferred). Relabel the classes to "
+                f"0..{len(seen) - 1}, or give one name per class id (class_names=, or "
+                f"--class-names on the command line); {LABEL_FORMAT}"
+            )
         class_names = [f"class_{k}" for k in range(max(largest + 1, 1))]
     else:
         if isinstance(class_names, str) or not isinstance(class_names, Sequence):
