@@ -28,6 +28,20 @@ from beyondgd.experiments.harness.runner import presets_of
 LIST_CORES = 2
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (required options,
+    flags, None) or the help text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        if action.required or action.default in (None, False) or "default" in help_text:
+            return action.help
+        return super()._get_help_string(action)
+
+
+_HELP = _HelpFormatter
+
+
 def _fmt_seconds(s: float) -> str:
     if s != s:  # NaN: the preset does not exist
         return "-"
@@ -136,7 +150,9 @@ def _load_folder(args: argparse.Namespace, *, need_masks: bool = False):
             "images with ground-truth masks (use `segment train` without masks)"
         )
     size = None if args.size is None else (args.size, args.size)
-    return load_scribble_folder(args.images, args.scribbles, masks=args.masks, size=size)
+    return load_scribble_folder(
+        args.images, args.scribbles, masks=args.masks, size=size, class_names=args.class_names
+    )
 
 
 def _cmd_segment_train(args: argparse.Namespace) -> int:
@@ -174,7 +190,12 @@ def _cmd_segment_train(args: argparse.Namespace) -> int:
         **common,
     ).fit(data, resume=args.resume)
     save_segnet(
-        out / "model.pt", model, class_names=data.class_names, method=args.method, lam=args.lam
+        out / "model.pt",
+        model,
+        class_names=data.class_names,
+        method=args.method,
+        lam=args.lam,
+        image_size=list(data.images.shape[-2:]),
     )
     summary = {
         "pretrain": pre.history,
@@ -184,10 +205,57 @@ def _cmd_segment_train(args: argparse.Namespace) -> int:
         "xstep_seconds": fine.xstep_seconds,
     }
     (out / "history.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    final = {k: v for k, v in fine.final.items() if isinstance(v, float)}
-    print(json.dumps(final, indent=2))
-    print(f"model: {out / 'model.pt'}")
+    print(_train_summary(args, data, pre, fine))
+    print(f"model: {out / 'model.pt'}  (history of every step: {out / 'history.json'})")
     return 0
+
+
+#: the training summary's fields, in order: (key of the final record, label, what it means)
+_SUMMARY_FIELDS = (
+    ("train_seed_accuracy", "seed accuracy", "share of scribbled pixels predicted as scribbled"),
+    ("train_pce", "pCE", "partial cross-entropy on the scribbled pixels, mean over images"),
+    (
+        "train_potts_hard",
+        "Potts (hard labels)",
+        "weighted share of neighbouring pixel pairs whose predicted labels differ, per pixel",
+    ),
+    (
+        "train_energy_discrete",
+        "energy (discrete)",
+        "pCE + lambda x Potts of the hard labels: the grid-CRF loss ADM's X-step minimises",
+    ),
+    (
+        "train_energy_relaxed",
+        "energy (relaxed)",
+        "pCE + lambda x Potts of the soft predictions: what GD minimises",
+    ),
+    ("train_miou", "mIoU", "mean intersection over union with --masks, over all pixels"),
+    ("train_pixel_accuracy", "pixel accuracy", "share of mask pixels predicted right"),
+)
+
+
+def _train_summary(args: argparse.Namespace, data, pre, fine) -> str:
+    """What `segment train` prints at the end: each number with what it means."""
+    final = fine.final
+    n = len(data)
+    lines = [
+        f"trained on {n} images ({data.images.shape[-2]} x {data.images.shape[-1]}, "
+        f"{data.n_classes} classes): {pre.steps} pCE pre-training steps, then {fine.steps} "
+        f"{args.method} steps at lambda = {args.lam:g} (batch {args.batch_size}; "
+        f"{final.get('epochs', fine.samples / n):.1f} epochs = passes over the {n} images), "
+        f"{pre.train_seconds + fine.train_seconds:.0f} s"
+        + (f", of which alpha-expansion {fine.xstep_seconds:.0f} s" if fine.xstep_seconds else ""),
+    ]
+    if fine.diverged:
+        lines.append("training stopped early: the loss became non-finite (diverged)")
+    lines.append("on the training images, after fine-tuning:")
+    for key, label, meaning in _SUMMARY_FIELDS:
+        value = final.get(key)
+        if isinstance(value, float):
+            lines.append(f"  {label:<20} {value:8.4f}   {meaning}")
+    if data.masks is None:
+        lines.append("  (no --masks: mIoU needs ground truth; seed accuracy is the only accuracy)")
+    return "\n".join(lines)
 
 
 def _cmd_segment_compare(args: argparse.Namespace) -> int:
@@ -235,6 +303,12 @@ def _cmd_segment_predict(args: argparse.Namespace) -> int:
 
     model, info = load_segnet(args.model)
     names, images = load_images(args.images, size=args.size)
+    trained = info["meta"].get("image_size")
+    if trained is not None and list(images.shape[-2:]) != list(trained):
+        print(
+            f"note: predicting at {images.shape[-2]} x {images.shape[-1]}; the model was trained "
+            f"at {trained[0]} x {trained[1]} (--size {trained[0]} resizes to that)"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     labels = predict(model, images)
@@ -254,7 +328,9 @@ def torch_seed(seed: int) -> None:
 
 
 def _segment_parsers(sub) -> None:
-    seg = sub.add_parser("segment", help="scribble-supervised segmentation on your own images")
+    seg = sub.add_parser(
+        "segment", help="scribble-supervised segmentation on your own images", formatter_class=_HELP
+    )
     seg_sub = seg.add_subparsers(dest="segment_command", required=True)
 
     def data_args(p, masks_required=False):
@@ -262,7 +338,8 @@ def _segment_parsers(sub) -> None:
         p.add_argument(
             "--scribbles",
             required=True,
-            help="folder of scribble PNGs, same names; 255 = unlabelled",
+            help="folder of scribble PNGs with the images' names: one channel, 255 = unlabelled, "
+            "classes 0..K-1",
         )
         p.add_argument(
             "--masks",
@@ -270,23 +347,42 @@ def _segment_parsers(sub) -> None:
             default=None,
             help="folder of ground-truth label PNGs (optional for train)",
         )
-        p.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE")
+        p.add_argument(
+            "--size",
+            type=int,
+            default=None,
+            help="resize images to SIZE x SIZE (default: keep their size, the same for all)",
+        )
+        p.add_argument(
+            "--class-names",
+            nargs="+",
+            default=None,
+            help="one name per class id 0..K-1 (default: class_0, ... for the ids found, which "
+            "must then all appear in the scribbles or masks)",
+        )
 
     def train_args(p):
         p.add_argument("--steps", type=int, default=400, help="fine-tuning steps")
         p.add_argument("--pretrain-steps", type=int, default=400, help="pCE pre-training steps")
-        p.add_argument("--batch-size", type=int, default=8)
-        p.add_argument("--lr", type=float, default=2e-3)
+        p.add_argument("--batch-size", type=int, default=8, help="images per step")
+        p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
         p.add_argument("--width", type=int, default=16, help="network width")
         p.add_argument("--n-jobs", type=int, default=2, help="processes for alpha-expansion")
         p.add_argument("--out", required=True, help="output folder")
         p.add_argument("--resume", action="store_true", help="continue from the checkpoints")
-        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    p = seg_sub.add_parser("train", help="pCE pre-training, then pce | gd | adm fine-tuning")
+    p = seg_sub.add_parser(
+        "train", help="pCE pre-training, then pce | gd | adm fine-tuning", formatter_class=_HELP
+    )
     data_args(p)
     train_args(p)
-    p.add_argument("--method", choices=("adm", "gd", "pce"), default="adm")
+    p.add_argument(
+        "--method",
+        choices=("adm", "gd", "pce"),
+        default="adm",
+        help="fine-tuning: ADM (alpha-expansion X-step), GD on the relaxed loss, or pCE alone",
+    )
     p.add_argument("--lam", type=float, default=3.0, help="regularization weight lambda")
     p.add_argument(
         "--regularizer",
@@ -294,21 +390,33 @@ def _segment_parsers(sub) -> None:
         default="grid",
         help="GD's regularizer (ADM always uses the grid Potts model)",
     )
-    p.add_argument("--eval-every", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--eval-every", type=int, default=0, help="record metrics every N steps (0: at the end)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the network and the batches")
     p.set_defaults(func=_cmd_segment_train)
 
-    p = seg_sub.add_parser("compare", help="pCE vs GD vs ADM on your data, with a report")
+    p = seg_sub.add_parser(
+        "compare", help="pCE vs GD vs ADM on your data, with a report", formatter_class=_HELP
+    )
     data_args(p, masks_required=True)
     train_args(p)
     p.add_argument("--lams", nargs="+", default=["1", "3", "10"], help="lambda grid")
-    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--seeds", type=int, default=1, help="training seeds (the replicates)")
     p.set_defaults(func=_cmd_segment_compare)
 
-    p = seg_sub.add_parser("predict", help="write PNG masks predicted by a trained model")
+    p = seg_sub.add_parser(
+        "predict", help="write PNG masks predicted by a trained model", formatter_class=_HELP
+    )
     p.add_argument("--model", required=True, help="model.pt written by `segment train`")
     p.add_argument("--images", required=True, help="folder of images")
-    p.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="resize images to SIZE x SIZE (default: keep their size); the output says when "
+        "it differs from the size the model was trained at",
+    )
     p.add_argument("--out", required=True, help="output folder for the masks")
     p.set_defaults(func=_cmd_segment_predict)
 
@@ -316,23 +424,31 @@ def _segment_parsers(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="beyondgd",
+        formatter_class=_HELP,
         description="Reproductions of optimization methods beyond gradient descent, at equal cost.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="list the reproductions and their expected run time")
+    p = sub.add_parser(
+        "list", help="list the reproductions and their expected run time", formatter_class=_HELP
+    )
     p.set_defaults(func=_cmd_list)
 
-    p = sub.add_parser("reproduce", help="run reproductions and write their reports")
+    p = sub.add_parser(
+        "reproduce", help="run reproductions and write their reports", formatter_class=_HELP
+    )
     p.add_argument("names", nargs="+", metavar="NAME", help="experiment names, or 'all'")
     p.add_argument(
         "--preset",
         choices=PRESETS,
         default="quick",
-        help="smoke (seconds), quick (make run), full (one machine), paper (a cluster or a GPU)",
+        help="size of the run: smoke (seconds, a check), quick (minutes: what make run does), "
+        "full (hours on one machine), paper (the papers' grids: a cluster or a GPU)",
     )
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides the preset)")
-    p.add_argument("--out", default="results", help="results directory (default: results)")
+    p.add_argument(
+        "--seeds", type=int, default=None, help="number of seeds (default: the preset's)"
+    )
+    p.add_argument("--out", default="results", help="results directory")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
@@ -367,8 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_reproduce)
 
-    p = sub.add_parser("report", help="gather all reports into OUT/index.html")
-    p.add_argument("--out", default="results", help="results directory (default: results)")
+    p = sub.add_parser(
+        "report", help="gather all reports into OUT/index.html", formatter_class=_HELP
+    )
+    p.add_argument("--out", default="results", help="results directory")
     p.set_defaults(func=_cmd_report)
 
     _segment_parsers(sub)

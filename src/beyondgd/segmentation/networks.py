@@ -94,9 +94,18 @@ def load_segnet(path) -> tuple[SegNet, dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not its own
+        raise ValueError(
+            f"{path} is not a model written by beyondgd (`segment train` / save_segnet): "
+            f"torch.load could not read it ({type(exc).__name__})"
+        ) from exc
     if not isinstance(state, dict) or state.get("kind") != "beyondgd.SegNet":
-        raise ValueError(f"{path} is not a model written by beyondgd (save_segnet)")
+        raise ValueError(
+            f"{path} is not a model written by beyondgd (`segment train` / save_segnet): it "
+            "holds no beyondgd.SegNet"
+        )
     model = SegNet(state["in_channels"], state["n_classes"], width=state["width"])
     model.load_state_dict(state["state_dict"])
     model.eval()
