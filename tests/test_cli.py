@@ -42,15 +42,16 @@ def test_report_gathers_every_run_with_its_figures(tmp_path, capsys):
     from beyondgd.experiments import get, run_experiment
 
     tiny = {
-        "datasets": ["texture"], "size": 16, "n_train": 6, "n_val": 3, "n_test": 3, "width": 2,
-        "pretrain_steps": 1, "finetune_steps": 1, "expansion_iters": 1, "n_jobs": 1,
-        "lams": {"gd-grid": [1.0], "gd-dense": [1.0], "adm": [1.0]}, "lengths": [],
+        "seeds": 1, "sweep_datasets": [], "size": 16, "n_train": 6, "n_val": 3, "n_test": 3,
+        "width": 2, "pretrain_steps": 1, "finetune_steps": 1, "eval_every": 0,
         "example_images": 1,
     }  # fmt: skip
-    run_experiment(get("adm"), out_dir=tmp_path, progress=False, config_overrides=tiny)
+    run_experiment(
+        get("adm"), preset="smoke", out_dir=tmp_path, progress=False, config_overrides=tiny
+    )
     assert main(["report", "--out", str(tmp_path)]) == 0
     page = (tmp_path / "index.html").read_text()
-    assert "<section id='adm'>" in page and "src='adm/texture_lambda.png'" in page
+    assert "<section id='adm'>" in page and "src='adm/lambda.png'" in page
     assert page.count("<td class='") >= 5  # one coloured verdict cell per claim
 
 
@@ -101,8 +102,8 @@ def test_show_config_prints_the_overridden_config_and_runs_nothing(capsys, tmp_p
     argv = ["reproduce", "cdec", "--preset", "full", "--set", 'datasets=["patches"]']
     assert main([*argv, "--set", "layers=[5]", "--show-config", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    # full grid per dataset: 2 ratios x 1 layer count x 3 redundancies x 3 seeds x 4 models
-    assert out.startswith("# cdec (72 units)")
+    # full preset on one dataset and one layer count: 1 ratio x 7 arms x 8 seeds
+    assert out.startswith("# cdec (56 units)")
     config = json.loads(out.split("\n", 1)[1])
     assert config["datasets"] == ["patches"] and config["layers"] == [5]
     assert not any(tmp_path.iterdir())

@@ -265,6 +265,7 @@ def _cmd_segment_compare(args: argparse.Namespace) -> int:
     lams = [float(x) for x in args.lams]
     overrides = {
         "datasets": ["folder"],
+        "sweep_datasets": [],
         "folder": {
             "images": str(args.images),
             "scribbles": str(args.scribbles),
@@ -273,14 +274,15 @@ def _cmd_segment_compare(args: argparse.Namespace) -> int:
             "val_fraction": 0.2,
             "test_fraction": 0.2,
         },
-        "lams": {"gd-grid": lams, "gd-dense": lams, "adm": lams},
-        "lengths": [],
         "pretrain_steps": args.pretrain_steps,
         "finetune_steps": args.steps,
         "width": args.width,
         "batch": args.batch_size,
+        "pretrain_lr": args.lr,
         "lr": args.lr,
         "n_jobs": args.n_jobs,
+        # the energies of GD and ADM are compared at the largest lambda of the grid
+        "lam_ref": max(lams),
     }
     result = run_experiment(
         get("adm"),
@@ -290,6 +292,7 @@ def _cmd_segment_compare(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
         config_overrides=overrides,
+        settings={"methods.gd-grid.lams": lams, "methods.adm.lams": lams},
     )
     print(f"report: {result.out_dir / 'report.html'}")
     for v in result.report.verdicts:
@@ -402,7 +405,12 @@ def _segment_parsers(sub) -> None:
     data_args(p, masks_required=True)
     train_args(p)
     p.add_argument("--lams", nargs="+", default=["1", "3", "10"], help="lambda grid")
-    p.add_argument("--seeds", type=int, default=1, help="training seeds (the replicates)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="training seeds: the replicates of the verdicts (a verdict needs 6 or more)",
+    )
     p.set_defaults(func=_cmd_segment_compare)
 
     p = seg_sub.add_parser(
