@@ -3,8 +3,6 @@
 import pytest
 import torch
 
-from beyondgd.experiments import get, run_experiment
-from beyondgd.experiments.harness import UnitFailed
 from beyondgd.unfolding import DECONET, GaussianCS, MatrixOperator
 
 
@@ -51,18 +49,3 @@ def test_operator_type_and_layer_type_errors(op):
     with pytest.raises(TypeError, match="layers must be an integer"):
         DECONET(op, layers=2.5)
     assert DECONET(MatrixOperator(torch.ones(2, 3)), redundancy=1).W.shape == (3, 3)
-
-
-def test_missing_data_path_names_the_argument_and_the_fix(tmp_path):
-    exp = get("cdec")
-    # the unit's error names the unit, the fix and the config key
-    with pytest.raises(
-        UnitFailed,
-        match="(?s)DataNotFoundError.*apt-get install dataset-fashion-mnist.*fashion_mnist_path",
-    ):
-        run_experiment(
-            exp,
-            out_dir=tmp_path,
-            progress=False,
-            config_overrides={"fashion_mnist_path": str(tmp_path / "missing")},
-        )
