@@ -173,3 +173,12 @@ def test_bad_claims_are_refused(kwargs, match):
     }
     with pytest.raises(ValueError, match=match):
         Claim(**args)
+
+
+def test_cost_note_beside_an_equal_cost_column_reaches_the_evidence():
+    claim = Claim(
+        "new beats base", "loss", "new", "base", cost="evals", cost_note="new's wall time is 2.9x"
+    )
+    (v,) = evaluate_claims(_table(n_seeds=8, trials=2), [claim])
+    text = evidence(v)
+    assert "cost ratio 1" in text and text.endswith("new's wall time is 2.9x")

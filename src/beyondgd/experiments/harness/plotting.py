@@ -104,6 +104,7 @@ def plot_curves(
     ncols = min(ncols, len(problems))
     nrows = -(-len(problems) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.5 * nrows), squeeze=False)
+    legend: dict[str, Any] = {}  # one legend for all panels, below them: it hides no curve
     for ax, problem in zip(axes.flat, problems):
         sub = data[data["problem"] == problem]
         for method in dict.fromkeys(sub["method"]):
@@ -117,6 +118,7 @@ def plot_curves(
                 warnings.simplefilter("ignore", RuntimeWarning)
                 q1, med, q3 = np.nanquantile(arr, [0.25, 0.5, 0.75], axis=1)
             (line,) = ax.plot(x, med, lw=1.5, label=labels.get(method, method))
+            legend.setdefault(line.get_label(), line)
             if arr.shape[1] > 1:
                 ax.fill_between(x, q1, q3, color=line.get_color(), alpha=0.15)
         ax.set_title(str(problem), fontsize=10)
@@ -127,10 +129,15 @@ def plot_curves(
         if spec.logx:
             ax.set_xscale("log")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
     for ax in list(axes.flat)[len(problems) :]:
         ax.axis("off")
-    fig.tight_layout()
+    ncol = min(len(legend), 4)
+    rows = -(-len(legend) // max(ncol, 1))
+    below = (0.1 + 0.2 * rows) / fig.get_figheight()  # legend height as a share of the figure
+    fig.legend(
+        list(legend.values()), list(legend), loc="lower center", ncol=max(ncol, 1), fontsize=8
+    )
+    fig.tight_layout(rect=(0, below, 1, 1))
     save(fig, path)
 
 

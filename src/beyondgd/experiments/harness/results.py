@@ -335,6 +335,8 @@ def evidence(v: Mapping[str, Any]) -> str:
         text += f"; margin {v['margin']:g}"
     if v["cost_ratio"] is not None:
         text += f"; cost ratio {v['cost_ratio']:.3g} ({v['cost_measure']})"
+        if v.get("cost_note"):  # e.g. what else differs in cost (wall time)
+            text += f"; {v['cost_note']}"
     if v["status"] == "too few replicates":
         text += f"; needs n >= {v['n_needed']}"
     failed = v["failed_runs"]
