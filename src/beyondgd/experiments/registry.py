@@ -1,7 +1,6 @@
 """Name -> reproduction class. Reproduction modules register themselves on import.
 
-Holds declarative :class:`~beyondgd.experiments.harness.Reproduction` s and the experiments
-not yet ported to it (``beyondgd.experiments.base.Experiment``); the runner handles both."""
+Every entry is a declarative :class:`~beyondgd.experiments.harness.Reproduction`."""
 
 from __future__ import annotations
 

@@ -36,14 +36,13 @@ class Task:
     """One unit of work, self-contained so that it can be shipped to another process."""
 
     key: str
-    kind: str  # "run" | "tune" | "legacy"
-    target: Any  # the reproduction (or legacy experiment) class
+    kind: str  # "run" | "tune"
+    target: Any  # the reproduction class
     config: dict[str, Any]
     problem: Any = None
     method: Any = None
     seed: int = 0
     tuned: Any = None
-    unit: Any = None  # legacy Unit
     threads: int = 1
     seed_root: str = ""
 
@@ -107,8 +106,6 @@ def execute_task(task: Task) -> tuple[str, dict[str, Any]]:
             value = target.run(task.problem, task.method, task.seed, task.config, task.tuned)
             res = as_unit_result(value, task.key)
             record = {"rows": res.rows, "curves": res.curves}
-        elif task.kind == "legacy":
-            record = target.run_unit(task.unit, task.config)
         else:  # pragma: no cover - programming error
             raise ValueError(f"unknown task kind {task.kind!r}")
         record["wall_time_s"] = time.perf_counter() - t0

@@ -92,34 +92,6 @@ class Report:
             notes=list(data.get("notes", [])),
         )
 
-    @classmethod
-    def from_legacy(cls, legacy: Any, header: str) -> Report:
-        """A report of a not-yet-ported experiment (its own verdict rule, stated in it)."""
-        verdicts = [
-            {
-                "claim": v.claim,
-                "status": v.status,
-                "evidence": v.evidence,
-                "primary": True,
-                "legacy": True,
-            }
-            for v in legacy.verdicts
-        ]
-        return cls(
-            title=legacy.title,
-            summary=legacy.claim,
-            header=header,
-            verdicts=verdicts,
-            paragraphs=list(legacy.paragraphs),
-            tables=[Table(t.title, t.columns, t.rows, t.note) for t in legacy.tables],
-            figures=[Figure(f.filename, f.caption) for f in legacy.figures],
-            notes=[
-                "Not yet on the declarative harness: its verdicts use the experiment's own "
-                "paired-test rule, without Holm's correction."
-            ]
-            + list(legacy.notes),
-        )
-
     # ---- helpers
     def _groups(self) -> list[tuple[str, list[dict[str, Any]]]]:
         primary = [v for v in self.verdicts if v.get("primary", True)]
@@ -365,11 +337,6 @@ def _summary_line(run: str, metrics: Mapping[str, Any]) -> str:
         )
         or "no verdicts"
     )
-    if any(v.get("legacy") for v in verdicts):
-        statuses += (
-            "<br><span class='meta'>not yet on the harness: its own paired tests, no Holm "
-            "correction, replicates not checked</span>"
-        )
     ns = [v["n"] for v in primary if isinstance(v.get("n"), int)]
     n_text = "-" if not ns else (str(ns[0]) if min(ns) == max(ns) else f"{min(ns)}-{max(ns)}")
     compute = metrics["wall_time_s"]["units_total"]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from beyondgd.core import atomic_write_json, atomic_write_text, check_int
-from beyondgd.experiments.harness.base import PRESETS, Reproduction
+from beyondgd.experiments.harness.base import PRESETS
 from beyondgd.experiments.harness.config import apply_set
 from beyondgd.experiments.harness.executors import Task, adopt, make_executor
 from beyondgd.experiments.harness.report import Report, build_report
@@ -64,12 +64,8 @@ def fingerprint(name: str, config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _is_legacy(target: Any) -> bool:
-    return not isinstance(target, Reproduction)
-
-
 def presets_of(target: Any) -> tuple[str, ...]:
-    return tuple(getattr(target, "presets", None) or ("quick", "full"))
+    return tuple(target.presets)
 
 
 def resolve_config(
@@ -98,7 +94,7 @@ def resolve_config(
         config = apply_set(config, settings)
     if seeds is not None:
         n = check_int("seeds", seeds, low=1)
-        config["seeds"] = list(range(n)) if _is_legacy(target) else n
+        config["seeds"] = n
     config["preset"] = preset
     return config
 
@@ -146,23 +142,6 @@ def plan(
     their ``tuned`` values filled in after tuning."""
     cls = type(target)
     info: dict[str, dict[str, Any]] = {}
-    if _is_legacy(target):
-        tasks = []
-        threads = getattr(target, "num_threads", 1) or 1
-        for unit in target.units(config):
-            tasks.append(
-                Task(
-                    unit.key,
-                    "legacy",
-                    cls,
-                    dict(config),
-                    unit=unit,
-                    threads=threads,
-                    seed_root=target.name,
-                )
-            )
-            info[unit.key] = {"kind": "legacy"}
-        return [], tasks, info
     tune_tasks, run_units = [], []
     methods = target.methods(config)
     for problem in target.problems(config):
@@ -253,9 +232,7 @@ def run_experiment(
 
     workers = 1 if workers is None else check_int("workers", workers, low=1)
     config = resolve_config(target, preset, seeds, config_overrides, settings)
-    threads = (
-        getattr(target, "num_threads", 1) if _is_legacy(target) else target.cpus_per_unit
-    ) or 1
+    threads = target.cpus_per_unit or 1
     pool = make_executor(executor, workers=workers, address=address, threads=threads)
     adopt(target)
     run_dir = Path(out_dir) / target.name
@@ -325,18 +302,13 @@ def run_experiment(
         # a trimmed or changed preset must never read as the preset itself
         header += " Config overrides: " + json.dumps(metrics["config_overrides"], sort_keys=True)
         header += "."
-    if _is_legacy(target):
-        report = target.analyze(config, records, run_dir)
-        report = Report.from_legacy(report, header)
-        metrics["records"] = records
-    else:
-        from beyondgd.experiments.harness.results import build_results
+    from beyondgd.experiments.harness.results import build_results
 
-        results = build_results(records, info, order, config)
-        results.table.to_csv(run_dir / "results.csv", index=False)
-        results.curves.to_csv(run_dir / "curves.csv", index=False)
-        report = build_report(target, config, results, run_dir, header)
-        metrics["tuned"] = {f"{p}/{m}": v for (p, m), v in results.tuned.items()}
+    results = build_results(records, info, order, config)
+    results.table.to_csv(run_dir / "results.csv", index=False)
+    results.curves.to_csv(run_dir / "curves.csv", index=False)
+    report = build_report(target, config, results, run_dir, header)
+    metrics["tuned"] = {f"{p}/{m}": v for (p, m), v in results.tuned.items()}
     metrics["report"] = report.to_dict()
     atomic_write_json(run_dir / "metrics.json", metrics)
     atomic_write_text(run_dir / "report.md", report.to_markdown())
