@@ -89,6 +89,21 @@ def test_procedural_shapes_mix_and_errors():
         procedural_shapes(0)
 
 
+def test_procedural_shapes_cache_reloads_the_same_shapes(tmp_path):
+    first = procedural_shapes(3, seed=2, kinds=("blob",), cache=True, cache_dir=tmp_path)
+    files = list((tmp_path / "procedural").glob("*.npz"))
+    assert len(files) == 1
+    again = procedural_shapes(3, seed=2, kinds=("blob",), cache=True, cache_dir=tmp_path)
+    fresh = procedural_shapes(3, seed=2, kinds=("blob",))
+    for a, b, c in zip(first, again, fresh):
+        assert a.name == b.name == c.name
+        assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)
+        assert np.array_equal(a.vertices, c.vertices)
+    other = procedural_shapes(3, seed=3, kinds=("blob",), cache=True, cache_dir=tmp_path)
+    assert len(list((tmp_path / "procedural").glob("*.npz"))) == 2
+    assert not np.array_equal(other[0].vertices, first[0].vertices)
+
+
 def test_registration_pairs_are_independent_samples_with_controlled_angles():
     shapes = procedural_shapes(3, seed=0, kinds=("blob",))
     pairs = make_registration_pairs(

@@ -124,6 +124,64 @@ def test_dlc_trainer_gradient_is_baseline_plus_rho_times_hinge():
     torch.testing.assert_close(g_half, g_base + 0.5 * g_hinge, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "loss, jacobian, want",
+    [
+        # target features + residual at the identity + n_unroll x (3 Jacobian columns + residual)
+        ("baseline", "forward", 1 + 1 + 2 * 4),
+        ("baseline", "finite-difference", 1 + 1 + 2 * 4),
+        # ... + the hinges: R*, then R' and R_lam per sample (target features shared)
+        ("dlc", "forward", 1 + 1 + 2 * 4 + 1 + 2 * 3),
+        ("prise", "forward", 1 + 1 + 2 * 3),
+    ],
+)
+def test_trainer_counts_energy_evaluations_per_step(loss, jacobian, want):
+    torch.manual_seed(0)
+    model = PointNetRegistration((8, 16))
+    trainer = RegistrationTrainer(model, loss=loss, n_samples=3, n_unroll=2, jacobian=jacobian)
+    x, y, r = _batch(b=4)
+    assert trainer.step(x, y, r, generator=gen())["evaluations"] == 4 * want
+    assert trainer.step(x, y, r, generator=gen())["evaluations"] == 4 * want
+    assert model.feature.evaluations == 2 * 4 * want
+
+
+def _unrolled_grad(jacobian, jacobian_grad=True):
+    torch.manual_seed(0)
+    model = PointNetRegistration((16, 32))
+    x, y, r = _batch(b=4, angle=0.6)
+    trainer = RegistrationTrainer(
+        model, loss="baseline", n_unroll=2, jacobian=jacobian, jacobian_grad=jacobian_grad
+    )
+    loss, _ = trainer.loss(x, y, r)
+    return float(loss.detach()), _grads(model, loss)
+
+
+def test_unrolled_gradient_through_a_finite_difference_jacobian_is_unusable():
+    # The diagnosis of the dlc-registration baseline: backpropagating through a
+    # finite-difference Jacobian of the max-pooled PointNet divides the jumps of the pooled
+    # argmax by the step, so the parameter gradient is orders of magnitude too large; the
+    # forward-mode Jacobian (or a detached one) gives gradients of the scale of the loss.
+    loss_fwd, g_fwd = _unrolled_grad("forward")
+    loss_fd, g_fd = _unrolled_grad("finite-difference")
+    loss_det, g_det = _unrolled_grad("finite-difference", jacobian_grad=False)
+    assert loss_fd == pytest.approx(loss_fwd, rel=1e-2)
+    assert loss_det == pytest.approx(loss_fd, rel=1e-6)
+    assert float(g_fd.norm()) > 20 * float(g_fwd.norm())
+    assert float(g_det.norm()) < 5 * float(g_fwd.norm())
+
+
+def test_unrolled_loss_on_the_last_iterate_or_all_iterates():
+    torch.manual_seed(0)
+    model = PointNetRegistration((8, 16))
+    x, y, r = _batch(angle=1.2)
+    final = RegistrationTrainer(model, loss="baseline", n_unroll=3).loss(x, y, r)[0]
+    mean = RegistrationTrainer(model, loss="baseline", n_unroll=3, unrolled_loss="mean")
+    iterates = model.register(x, y, n_iters=3, return_iterates=True).iterates
+    per = [float((w - r).square().sum((-1, -2)).mean()) for w in iterates]
+    assert float(final) == pytest.approx(per[-1], rel=1e-5)
+    assert float(mean.loss(x, y, r)[0]) == pytest.approx(sum(per) / 3, rel=1e-5)
+
+
 def test_trainer_input_errors():
     model = PointNetRegistration((8,))
     with pytest.raises(ValueError, match="loss"):
@@ -132,6 +190,8 @@ def test_trainer_input_errors():
         RegistrationTrainer(model, loss="dlc", lam=1.0)
     with pytest.raises(ValueError, match="n_samples"):
         RegistrationTrainer(model, loss="prise", n_samples=0)
+    with pytest.raises(ValueError, match="unrolled_loss"):
+        RegistrationTrainer(model, unrolled_loss="first")
     with pytest.raises(TypeError, match="model"):
         RegistrationTrainer(torch.nn.Linear(3, 3))
     x, y, r = _batch()

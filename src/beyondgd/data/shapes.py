@@ -293,9 +293,16 @@ def procedural_shapes(
     seed: int = 0,
     kinds: Sequence[str] = SHAPE_KINDS,
     weights: Sequence[float] | None = None,
+    cache: bool = False,
+    cache_dir: str | os.PathLike | None = None,
 ) -> list[Mesh]:
     """``n`` random shapes, kinds drawn with ``weights`` (default: uniform), reproducible from
     ``seed``.
+
+    With ``cache=True`` the shapes are kept as one ``.npz`` in the cache folder (``cache_dir``,
+    default ``~/.cache/beyondgd``) and reloaded by later calls (generating 128 shapes takes
+    seconds). The key covers the arguments and the source of this module, so a changed generator
+    never serves stale shapes.
 
     Examples
     --------
@@ -317,11 +324,32 @@ def procedural_shapes(
         if p.shape != (len(kinds),) or (p < 0).any() or not p.sum() > 0:
             raise ValueError(f"weights must be {len(kinds)} non-negative numbers, got {weights}")
         p = p / p.sum()
+    cached = None
+    if cache:
+        source = Path(__file__).read_bytes()
+        key = hashlib.sha1(repr((n, seed, kinds, p.tolist())).encode() + source).hexdigest()
+        cached = _cache_root(cache_dir) / "procedural" / f"shapes-{n}-{seed}-{key[:16]}.npz"
+        if cached.exists():
+            try:
+                with np.load(cached) as data:
+                    names = [str(x) for x in data["names"]]
+                    return [Mesh(m, data[f"v{i}"], data[f"f{i}"]) for i, m in enumerate(names)]
+            except (OSError, ValueError, KeyError):
+                pass
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         kind = kinds[int(rng.choice(len(kinds), p=p))]
         out.append(make_procedural_shape(kind, rng, name=f"{kind}-{i}"))
+    if cached is not None:
+        arrays = {f"v{i}": m.vertices for i, m in enumerate(out)}
+        arrays.update({f"f{i}": m.faces for i, m in enumerate(out)})
+        try:
+            buf = io.BytesIO()
+            np.savez(buf, names=np.array([m.name for m in out]), **arrays)
+            atomic_write_bytes(cached, buf.getvalue())
+        except OSError:
+            pass  # a read-only cache only costs time
     return out
 
 

@@ -12,7 +12,8 @@ over rotations with damped Gauss-Newton from the identity (:func:`gauss_newton` 
 number of steps, same test-time solver for all):
 
 - ``"baseline"`` (unrolled): run ``n_unroll`` differentiable Gauss-Newton steps from the identity
-  and penalise the iterates, :math:`\frac1K\sum_k \|R_k - R^*\|_F^2` (PointNetLK-style training);
+  and penalise the last iterate, :math:`\|R_K - R^*\|_F^2` (PointNetLK-style training; or every
+  iterate, :math:`\frac1K\sum_k \|R_k - R^*\|_F^2`, with ``unrolled_loss="mean"``);
 - ``"dlc"``: the baseline plus :math:`\rho` times the star-convexity hinges of :math:`E` around
   :math:`R^*` at on-manifold perturbations :math:`\exp(\delta) R^*` (DLC as an add-on);
 - ``"prise"``: :math:`\mathrm{mean}\,E(R^*) + \rho\,\mathrm{hinges}` without the unrolled loss (the
@@ -20,6 +21,12 @@ number of steps, same test-time solver for all):
 
 Reconstruction notes: the TPAMI paper's registration network (PRNet) is replaced by this smaller
 PointNetLK-like energy; the loss combinations follow dlc.md and the public demos, not a table.
+Two choices make the unrolled baseline learn at all (measured in the ``dlc-registration``
+diagnosis): the Jacobian is forward-mode, not finite differences (backpropagating through a
+finite-difference Jacobian of a max-pooled network gives erratic parameter gradients, 30 to 10^5
+times those of the exact Jacobian, from argmax switches divided by the step), and the loss is on
+the last iterate only (with 30-degree step clipping the early iterates of a large rotation
+cannot reach :math:`R^*`; penalising them as well left the training loss flat).
 
 References
 ----------
@@ -54,13 +61,16 @@ class PointNetFeature(nn.Module):
     r"""Global feature :math:`g(X) = \phi(X)/\|\phi(X)\|` with :math:`\phi(X) = \max_i
     \mathrm{MLP}(x_i)`; ``(..., N, 3) -> (..., K)`` with ``K = hidden[-1]``.
 
+    ``evaluations`` counts the clouds embedded so far (one per cloud of every call, a forward-mode
+    Jacobian column included): the cost unit of the registration energy.
+
     Examples
     --------
     >>> import torch
     >>> g = PointNetFeature((16, 32))
     >>> f = g(torch.randn(2, 50, 3))
-    >>> f.shape, bool(torch.allclose(f.norm(dim=-1), torch.ones(2)))
-    (torch.Size([2, 32]), True)
+    >>> f.shape, bool(torch.allclose(f.norm(dim=-1), torch.ones(2))), g.evaluations
+    (torch.Size([2, 32]), True, 2)
     """
 
     def __init__(self, hidden: Sequence[int] = (64, 128, 256)):
@@ -77,8 +87,10 @@ class PointNetFeature(nn.Module):
             width = h
         self.mlp = nn.Sequential(*layers)
         self.dim = width
+        self.evaluations = 0
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
+        self.evaluations += math.prod(points.shape[:-2])
         f = self.mlp(points).amax(-2)
         return f / torch.linalg.vector_norm(f, dim=-1, keepdim=True).clamp_min(1e-12)
 
@@ -137,10 +149,13 @@ class PointNetRegistration(nn.Module):
         max_step: float | None = math.radians(30),
         jacobian: str = "forward",
         create_graph: bool = False,
+        jacobian_grad: bool = True,
         return_iterates: bool = False,
+        target_features: torch.Tensor | None = None,
     ) -> GaussNewtonResult:
         """Estimate ``R`` with ``target ~ source @ R.T`` by Gauss-Newton on :math:`E` (batched
-        ``(B, N, 3)`` clouds; ``init`` defaults to the identity). See :func:`gauss_newton`."""
+        ``(B, N, 3)`` clouds; ``init`` defaults to the identity). See :func:`gauss_newton`;
+        ``target_features`` (``g(target)``, ``(B, K)``) skips embedding the target again."""
         _check_cloud("source", source)
         _check_cloud("target", target)
         if source.ndim != 3 or target.ndim != 3 or source.shape[0] != target.shape[0]:
@@ -151,9 +166,10 @@ class PointNetRegistration(nn.Module):
         b = source.shape[0]
         if init is None:
             init = torch.eye(3, dtype=source.dtype, device=source.device).expand(b, 3, 3)
-        ctx = torch.enable_grad() if create_graph else torch.no_grad()
-        with ctx:
-            gy = self.features(target)
+        gy = target_features
+        if gy is None:
+            with torch.enable_grad() if create_graph else torch.no_grad():
+                gy = self.features(target)
         return gauss_newton(
             lambda r: self.residual(r, source, gy),
             init,
@@ -164,6 +180,7 @@ class PointNetRegistration(nn.Module):
             max_step=max_step,
             jacobian=jacobian,
             create_graph=create_graph,
+            jacobian_grad=jacobian_grad,
             return_iterates=return_iterates,
         )
 
@@ -183,12 +200,22 @@ class RegistrationTrainer:
         Adam learning rate.
     n_unroll
         Gauss-Newton steps unrolled by the baseline/dlc losses.
+    unrolled_loss
+        ``"final"``: :math:`\|R_K - R^*\|_F^2` of the last iterate; ``"mean"``: the mean over all
+        iterates.
+    jacobian_grad
+        Differentiate through the Gauss-Newton Jacobian (``False``: through the residuals only).
     rho, terms, lam, mu, n_samples, aggregate, antithetic
         The hinge options (:class:`~beyondgd.landscape.StarConvexHinge`).
     max_angle, angle_distribution
         The :class:`~beyondgd.landscape.SO3Sampler` radius (radians): the basin DLC shapes.
     damping, max_step, jacobian
         The unrolled solver's options (as in :meth:`PointNetRegistration.register`).
+
+    Every :meth:`step` reports ``evaluations``: the clouds the energy embedded in that step
+    (:attr:`PointNetFeature.evaluations`; ``B`` target features, ``B`` per residual and per
+    Jacobian column of each unrolled step, ``B`` per hinge point), the cost unit that makes the
+    losses comparable at equal budget.
 
     Examples
     --------
@@ -201,7 +228,9 @@ class RegistrationTrainer:
     >>> R = random_rotations(4, angles=torch.full((4,), 0.5))
     >>> stats = trainer.step(X, X @ R.transpose(1, 2), R)
     >>> sorted(stats)
-    ['H1', 'H2', 'H3', 'energy_star', 'hinge', 'loss']
+    ['H1', 'H2', 'H3', 'energy_star', 'evaluations', 'hinge', 'loss']
+    >>> stats['evaluations']  # 4 target features, 4 at R*, 2 x 2 x 4 at R' and R_lam
+    24
     """
 
     def __init__(
@@ -211,6 +240,8 @@ class RegistrationTrainer:
         loss: str = "prise",
         lr: float = 1e-3,
         n_unroll: int = 3,
+        unrolled_loss: str = "final",
+        jacobian_grad: bool = True,
         rho: float = 1.0,
         terms: Sequence[str] = HINGE_TERMS,
         lam: float = 0.5,
@@ -229,6 +260,8 @@ class RegistrationTrainer:
         self.model = model
         self.loss_kind = check_choice("loss", loss, LOSSES)
         self.n_unroll = check_int("n_unroll", n_unroll, low=1)
+        self.unrolled_loss = check_choice("unrolled_loss", unrolled_loss, ("final", "mean"))
+        self.jacobian_grad = bool(jacobian_grad)
         self.damping = check_number("damping", damping, low=0)
         if max_step is not None:
             max_step = check_number("max_step", max_step, low=0, low_inclusive=False)
@@ -267,6 +300,7 @@ class RegistrationTrainer:
         """The training loss on one batch and its parts (floats, for logging)."""
         stats: dict[str, torch.Tensor] = {}
         total = torch.zeros((), dtype=source.dtype, device=source.device)
+        gy = self.model.features(target)  # embedded once, shared by both parts
         if self.loss_kind in ("baseline", "dlc"):
             out = self.model.register(
                 source,
@@ -276,10 +310,13 @@ class RegistrationTrainer:
                 max_step=self.max_step,
                 jacobian=self.jacobian,
                 create_graph=True,
+                jacobian_grad=self.jacobian_grad,
                 return_iterates=True,
+                target_features=gy,
             )
+            iterates = out.iterates if self.unrolled_loss == "mean" else out.iterates[-1:]
             unrolled = torch.stack(
-                [(r - rotation).square().sum((-1, -2)).mean() for r in out.iterates]
+                [(r - rotation).square().sum((-1, -2)).mean() for r in iterates]
             ).mean()
             stats["unrolled"] = unrolled
             total = total + unrolled
@@ -287,7 +324,6 @@ class RegistrationTrainer:
             # One stacked energy call for all perturbations suits accelerators; on CPUs the large
             # stacked activations fall out of cache and a loop over the samples is ~2x faster.
             self.hinge.stacked = source.device.type != "cpu"
-            gy = self.model.features(target)
             h = self.hinge(rotation, (source, gy), generator=generator)
             stats.update(h.parts)
             stats["hinge"] = h.total
@@ -306,14 +342,17 @@ class RegistrationTrainer:
         *,
         generator: torch.Generator | None = None,
     ) -> dict[str, float]:
-        """One Adam step on a batch ``(B, N, 3)``, ``(B, M, 3)``, ``(B, 3, 3)``."""
+        """One Adam step on a batch ``(B, N, 3)``, ``(B, M, 3)``, ``(B, 3, 3)``; returns the loss
+        parts and ``evaluations``, the clouds the energy embedded in this step."""
         check_finite_tensor("source", source)
         check_finite_tensor("target", target)
         check_finite_tensor("rotation", rotation)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        before = self.model.feature.evaluations
         total, stats = self.loss(source, target, rotation, generator=generator)
         total.backward()
         self.optimizer.step()
         self.steps += 1
+        stats["evaluations"] = self.model.feature.evaluations - before
         return stats

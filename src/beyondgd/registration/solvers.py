@@ -157,6 +157,7 @@ def gauss_newton(
     jacobian: str | Callable[[torch.Tensor], torch.Tensor] = "forward",
     fd_step: float = 1e-3,
     create_graph: bool = False,
+    jacobian_grad: bool = True,
     return_iterates: bool = False,
 ) -> GaussNewtonResult:
     r"""Batched damped Gauss-Newton on :math:`E(w) = \|r(w)\|^2` (see the module docstring).
@@ -185,6 +186,12 @@ def gauss_newton(
     create_graph
         Keep the graph through the iterations (for training by unrolling); otherwise every
         iterate is detached and no graph is built.
+    jacobian_grad
+        With ``create_graph``: also differentiate through the Jacobian (``False`` computes it
+        without a graph at the detached iterate, so gradients flow through the residuals only;
+        cheaper). Differentiating through a ``"finite-difference"`` Jacobian of a max-pooled
+        network amplifies by ``1/fd_step`` the jumps of the pooled argmax: its parameter
+        gradients are unusable for training; the forward-mode Jacobian has none of that.
     return_iterates
         Also return the list of iterates ``[w_1, ..., w_n]``.
 
@@ -242,6 +249,10 @@ def gauss_newton(
                         f"jacobian must return shape (B, K, p) = {(b, r.shape[1], p)}, "
                         f"got {tuple(jac.shape)}"
                     )
+            elif create_graph and not jacobian_grad:
+                with torch.no_grad():
+                    wd, rd = w.detach(), r.detach()
+                    jac = _jacobian(residual, manifold, wd, rd, p, jacobian, fd_step)
             else:
                 jac = _jacobian(residual, manifold, w, r, p, jacobian, fd_step)
             jtj = jac.transpose(1, 2) @ jac
