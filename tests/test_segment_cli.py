@@ -4,6 +4,7 @@ every option's help shows its default."""
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -125,3 +126,113 @@ def test_help_shows_every_default(command, capsys):
         )
     if command == ["reproduce"]:
         assert "size of the run" in text and "(default: quick)" in text
+
+
+def test_segment_cli_train_predict_and_compare(tmp_path, capsys):
+    folder = _user_folder(tmp_path / "user")
+    args = ["--images", str(folder / "images"), "--scribbles", str(folder / "scribbles")]
+    small = SMALL
+    assert (
+        main(
+            [
+                "segment",
+                "train",
+                *args,
+                "--method",
+                "adm",
+                "--lam",
+                "3",
+                "--out",
+                str(tmp_path / "model"),
+                *small,
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "model" / "model.pt").exists()
+    history = json.loads((tmp_path / "model" / "history.json").read_text())
+    assert history["finetune"][-1]["step"] == 2
+    assert (
+        main(
+            [
+                "segment",
+                "predict",
+                "--model",
+                str(tmp_path / "model" / "model.pt"),
+                "--images",
+                str(folder / "images"),
+                "--out",
+                str(tmp_path / "pred"),
+            ]
+        )
+        == 0
+    )
+    from PIL import Image
+
+    mask = torch.tensor(np.array(Image.open(tmp_path / "pred" / "img0.png")))
+    assert mask.shape == (20, 20) and int(mask.max()) < 3
+    assert (
+        main(
+            [
+                "segment",
+                "compare",
+                *args,
+                "--masks",
+                str(folder / "masks"),
+                "--lams",
+                "1",
+                "10",
+                "--out",
+                str(tmp_path / "cmp"),
+                *small,
+            ]
+        )
+        == 0
+    )
+    text = (tmp_path / "cmp" / "adm" / "report.md").read_text()
+    assert "folder" in text and "ADM" in text
+
+
+def test_segment_cli_errors_are_clear(tmp_path, capsys):
+    folder = _user_folder(tmp_path / "user", n=3)
+    code = main(
+        [
+            "segment",
+            "compare",
+            "--images",
+            str(folder / "images"),
+            "--scribbles",
+            str(folder / "scribbles"),
+            "--masks",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 2 and "masks" in capsys.readouterr().err
+    code = main(
+        [
+            "segment",
+            "train",
+            "--images",
+            str(tmp_path / "none"),
+            "--scribbles",
+            str(folder / "scribbles"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 2 and "images" in capsys.readouterr().err
+    code = main(
+        [
+            "segment",
+            "predict",
+            "--model",
+            str(tmp_path / "missing.pt"),
+            "--images",
+            str(folder / "images"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 2 and "does not exist" in capsys.readouterr().err

@@ -3,7 +3,6 @@ replication (a seed draws its own scenes, scribbles and initialisation; the pre-
 depends only on the problem and the seed), the validation choice of lambda (ties go to the
 middle of the grid), the claims and presets, and the segment CLI on a user's folder."""
 
-import json
 import re
 
 import numpy as np
@@ -11,8 +10,6 @@ import pandas as pd
 import pytest
 import torch
 
-from beyondgd.cli import main
-from beyondgd.data.scenes import make_scribbles, make_texture_scenes, save_label_png
 from beyondgd.experiments import get, run_experiment
 from beyondgd.experiments.adm import (
     decode_labels,
@@ -161,140 +158,3 @@ def test_example_payload_round_trips():
     labels = torch.randint(0, 12, (5, 7))
     assert np.array_equal(decode_labels(encode_labels(labels), (5, 7)), labels.numpy())
     assert encode_labels(torch.full((2, 2), 40)) is None
-
-
-def _user_folder(root, n=10):
-    data = make_texture_scenes(n, size=20, n_classes=3, seed=3)
-    scribbles = make_scribbles(data.masks, seed=3)
-    from PIL import Image
-
-    for sub in ("images", "scribbles", "masks"):
-        (root / sub).mkdir(parents=True)
-    for i in range(n):
-        rgb = (data.images[i].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
-        Image.fromarray(rgb).save(root / "images" / f"img{i}.png")
-        save_label_png(root / "scribbles" / f"img{i}.png", scribbles[i])
-        save_label_png(root / "masks" / f"img{i}.png", data.masks[i])
-    return root
-
-
-def test_segment_cli_train_predict_and_compare(tmp_path, capsys):
-    folder = _user_folder(tmp_path / "user")
-    args = ["--images", str(folder / "images"), "--scribbles", str(folder / "scribbles")]
-    small = [
-        "--steps",
-        "2",
-        "--pretrain-steps",
-        "2",
-        "--width",
-        "4",
-        "--batch-size",
-        "4",
-        "--n-jobs",
-        "1",
-        "--no-progress",
-    ]
-    assert (
-        main(
-            [
-                "segment",
-                "train",
-                *args,
-                "--method",
-                "adm",
-                "--lam",
-                "3",
-                "--out",
-                str(tmp_path / "model"),
-                *small,
-            ]
-        )
-        == 0
-    )
-    assert (tmp_path / "model" / "model.pt").exists()
-    history = json.loads((tmp_path / "model" / "history.json").read_text())
-    assert history["finetune"][-1]["step"] == 2
-    assert (
-        main(
-            [
-                "segment",
-                "predict",
-                "--model",
-                str(tmp_path / "model" / "model.pt"),
-                "--images",
-                str(folder / "images"),
-                "--out",
-                str(tmp_path / "pred"),
-            ]
-        )
-        == 0
-    )
-    from PIL import Image
-
-    mask = torch.tensor(np.array(Image.open(tmp_path / "pred" / "img0.png")))
-    assert mask.shape == (20, 20) and int(mask.max()) < 3
-    assert (
-        main(
-            [
-                "segment",
-                "compare",
-                *args,
-                "--masks",
-                str(folder / "masks"),
-                "--lams",
-                "1",
-                "10",
-                "--out",
-                str(tmp_path / "cmp"),
-                *small,
-            ]
-        )
-        == 0
-    )
-    text = (tmp_path / "cmp" / "adm" / "report.md").read_text()
-    assert "folder" in text and "ADM" in text
-
-
-def test_segment_cli_errors_are_clear(tmp_path, capsys):
-    folder = _user_folder(tmp_path / "user", n=3)
-    code = main(
-        [
-            "segment",
-            "compare",
-            "--images",
-            str(folder / "images"),
-            "--scribbles",
-            str(folder / "scribbles"),
-            "--masks",
-            str(tmp_path / "nope"),
-            "--out",
-            str(tmp_path / "o"),
-        ]
-    )
-    assert code == 2 and "masks" in capsys.readouterr().err
-    code = main(
-        [
-            "segment",
-            "train",
-            "--images",
-            str(tmp_path / "none"),
-            "--scribbles",
-            str(folder / "scribbles"),
-            "--out",
-            str(tmp_path / "o"),
-        ]
-    )
-    assert code == 2 and "images" in capsys.readouterr().err
-    code = main(
-        [
-            "segment",
-            "predict",
-            "--model",
-            str(tmp_path / "missing.pt"),
-            "--images",
-            str(folder / "images"),
-            "--out",
-            str(tmp_path / "o"),
-        ]
-    )
-    assert code == 2 and "does not exist" in capsys.readouterr().err
