@@ -173,3 +173,28 @@ def test_unequal_or_non_finite_inputs_are_rejected():
         stats.paired_test([1.0, 2.0], [1.0], lower_is_better=True)
     with pytest.raises(ValueError, match="finite"):
         stats.paired_test([1.0, float("nan")], [1.0, 2.0], lower_is_better=True)
+
+
+def test_significant_p_with_an_interval_reaching_zero_is_not_holds():
+    # six wins and four ties: the one-sided p is small, but the two-sided 95% interval is [0, 1]
+    d = np.array([0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    status, res = _status(d, np.zeros(10), lower=False)
+    assert res.p_value < 0.01 and res.estimate > 0
+    assert res.ci_low == 0.0 and res.ci_high > 0
+    assert status == "inconclusive"
+    # the same with one win more: the interval leaves 0 and the claim holds
+    d = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    status, res = _status(d, np.zeros(10), lower=False)
+    assert res.ci_low > 0 and status == "holds"
+
+
+def test_equivalence_needs_the_whole_interval_inside_the_margin():
+    base = np.full(10, 10.0)
+    d = np.array([0.3, 0.4, 0.45, 0.2, 0.35, 0.1, 0.42, 0.38, 0.3, 0.44])
+    status, res = _status(base - d, base, kind="equivalence", margin=0.5)
+    assert res.ci_high < 0.5 and status == "holds"
+    # one replicate further out: p still < 0.05 and the estimate inside, the interval is not
+    d[-1] = 0.9
+    status, res = _status(base - d, base, kind="equivalence", margin=0.5)
+    assert res.p_value < 0.05 and abs(res.estimate) < 0.5 and res.ci_high > 0.5
+    assert status == "inconclusive"

@@ -21,9 +21,12 @@ Statuses, the same rule in every report (:func:`decide`):
     ``n`` is below the smallest ``n`` at which the exact test could reach significance after
     Holm's correction and the 95% interval could be bounded; the verdict says the ``n`` needed.
 ``holds``
-    adjusted p < 0.05, the estimate is on the claimed side, and the method's median over the
-    replicates is not worse than the baseline's (many small wins with a few large losses do not
-    make a "holds").
+    adjusted p < 0.05, the whole 95% interval is on the claimed side (above 0 for superiority,
+    above ``-margin`` for non-inferiority, inside ``(-margin, margin)`` for equivalence), and the
+    method's median over the replicates is not worse than the baseline's (many small wins with a
+    few large losses do not make a "holds"). The interval rule matters because the p-value is
+    one-sided and the interval two-sided: a one-sided p just under 0.05 can come with an interval
+    that reaches 0, and a reader of the table would rightly not call that a win.
 ``does not hold``
     only with evidence against the claim: the whole interval is at or below 0 (superiority), or
     at or below ``-margin`` (non-inferiority), or outside ``[-margin, margin]`` (equivalence).
@@ -242,13 +245,13 @@ def decide(
         return "too few replicates"
     margin = result.margin
     if result.kind == "superiority":
-        on_side = result.estimate > 0
+        on_side = result.ci_low > 0
         against = result.ci_high <= 0
     elif result.kind == "noninferiority":
-        on_side = result.estimate > -margin
+        on_side = result.ci_low > -margin
         against = result.ci_high <= -margin
     else:
-        on_side = abs(result.estimate) < margin
+        on_side = -margin < result.ci_low and result.ci_high < margin
         against = result.ci_high <= -margin or result.ci_low >= margin
     # the method's typical value must not be worse than the baseline's (beyond the margin)
     typical_ok = (
