@@ -155,3 +155,21 @@ def test_quick_and_full_have_enough_replicates(name):
         secondary = sum(not c.primary for c in claims)
         if secondary:
             assert config["seeds"] >= replicates_needed(secondary)
+
+
+def test_tuning_table_marks_grid_edges_and_ties():
+    from types import SimpleNamespace
+
+    from beyondgd.experiments.dlc.common import tuning_table
+
+    grid = [3e-4, 1e-3, 3e-3]
+    tuned = {
+        ("p", "edge"): {"params": {"lr": 3e-3}, "lrs": grid, "scores": [0.1, 0.2, 0.3]},
+        ("p", "inside"): {"params": {"lr": 1e-3}, "lrs": grid, "scores": [0.1, 0.3, 0.2]},
+        ("p", "tie"): {"params": {"lr": 3e-4}, "lrs": grid, "scores": [0.3, 0.1, 0.3]},
+    }
+    table = tuning_table(SimpleNamespace(tuned=tuned, config={}), "score")
+    chosen = {row[1]: row[2] for row in table.rows}
+    assert chosen["edge"] == "0.003 (edge of the grid)"
+    assert chosen["inside"] == "0.001 (inside the grid)"
+    assert chosen["tie"] == "0.0003 (edge of the grid, tied with 0.003)"

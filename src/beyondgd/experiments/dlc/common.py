@@ -65,7 +65,7 @@ def tuning_table(results, what: str) -> Table | None:
         [
             problem,
             method_label(methods, method) if method in methods else method,
-            f"{tuned['params']['lr']:g}",
+            _chosen_lr(tuned),
             ", ".join(
                 f"{lr:g}: " + ("failed" if s is None else f"{s:.3g}")
                 for lr, s in zip(tuned["lrs"], tuned["scores"])
@@ -78,5 +78,18 @@ def tuning_table(results, what: str) -> Table | None:
         ["problem", "method", "chosen lr", f"{what} per lr"],
         rows,
         note="Each learning rate trained at the test runs' budget on validation replicates "
-        "drawn with seeds the test units never use.",
+        "drawn with seeds the test units never use. A rate at the edge of the grid means the best "
+        "rate may lie outside it; a tie means the validation data could not tell the rates apart.",
     )
+
+
+def _chosen_lr(tuned) -> str:
+    """The chosen rate, and whether it sits at the grid's edge or tied with another rate."""
+    lr = tuned["params"]["lr"]
+    lrs = list(tuned["lrs"])
+    scores = dict(zip(lrs, tuned["scores"]))
+    where = "edge of the grid" if len(lrs) > 1 and lr in (min(lrs), max(lrs)) else "inside the grid"
+    ties = [o for o in lrs if o != lr and scores[o] is not None and scores[o] == scores.get(lr)]
+    if ties:
+        where += ", tied with " + ", ".join(f"{o:g}" for o in ties)
+    return f"{lr:g} ({where})"
