@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from beyondgd.core.distributed import all_ranks_agree, all_reduce_sum, is_distributed, world_size
 from beyondgd.core.validation import check_choice, check_int, check_number
 from beyondgd.optim.criteria import SwitchCriterion, SwitchObservation, as_criterion
 from beyondgd.optim.lbfgs import LBFGSMemory, LineSearchResult, fixed_step, strong_wolfe
@@ -73,6 +74,27 @@ def _check_closure_loss(loss: Any) -> None:
             f"the closure must return the loss (a scalar tensor or a float), got "
             f"{type(loss).__name__}"
         )
+
+
+def _needs_reduction(closure: Closure | None) -> bool:
+    """Under a process group, a loss that may differ across ranks must be reduced before a branch
+    reads it; a closure marked ``rank_consistent`` (``distributed_full_batch_closure``) already
+    returns the same loss and gradient on every rank."""
+    return is_distributed() and not getattr(closure, "rank_consistent", False)
+
+
+def _reduce_loss(loss: float, grad_norm: float = 0.0) -> tuple[float, float]:
+    """Means over ranks of a rank-local loss and gradient norm (one small all-reduce); the loss
+    is NaN on every rank when it is NaN (not finite) on any."""
+    bad = not (math.isfinite(loss) and math.isfinite(grad_norm))
+    values = torch.tensor(
+        [0.0 if bad else loss, 0.0 if bad else grad_norm, float(bad)], dtype=torch.float64
+    )
+    total = all_reduce_sum(values).tolist()
+    n = world_size()
+    if total[2] > 0:
+        return math.nan, math.nan
+    return total[0] / n, total[1] / n
 
 
 def _to_device(obj: Any, device: torch.device) -> Any:
@@ -409,6 +431,7 @@ class FUSE(Optimizer):
         self._last_grad: Tensor | None = None
         self._obs_grad_norm = math.nan
         self._lb: dict[str, Any] = self._fresh_lbfgs_state()
+        self._ranks_checked = False  # parameters compared across ranks (first step under DDP)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a parameter group; the L-BFGS memory is reset (the flat vector changes length)."""
@@ -497,7 +520,26 @@ class FUSE(Optimizer):
         raw = self._call(closure)
         flat_grad = self._gather_flat_grad()
         self._last_grad = flat_grad
-        return raw, float(raw), flat_grad
+        loss = float(raw)
+        if _needs_reduction(closure):
+            finite = math.isfinite(loss) and bool(torch.isfinite(flat_grad).all())
+            loss = _reduce_loss(loss if finite else math.nan)[0]
+        return raw, loss, flat_grad
+
+    def _check_ranks_agree(self) -> None:
+        """Once, at the first step under a process group: the parameters must be the same on
+        every rank (DDP broadcasts them at construction; a model built per rank from different
+        seeds, or a checkpoint loaded on one rank only, would make the ranks diverge)."""
+        self._ranks_checked = True
+        if not is_distributed():
+            return
+        if not all_ranks_agree(self._flat_params()):
+            raise RuntimeError(
+                f"FUSE: the parameters differ across the {world_size()} ranks at the first step. "
+                "Every rank must start from the same parameters: wrap the model in "
+                "DistributedDataParallel (it broadcasts rank 0's parameters), or seed the model "
+                "the same way / load the same checkpoint on every rank"
+            )
 
     def _theta_at(self, step: int) -> float:
         value = self._theta(step) if callable(self._theta) else self._theta
@@ -578,6 +620,8 @@ class FUSE(Optimizer):
                 "beyondgd.optim.full_batch_closure(model, loss_fn, loader)"
             )
 
+        if not self._ranks_checked:
+            self._check_ranks_agree()
         self.last_loss = None
         if self.phase == "adam":
             raw, loss = self._adam_phase(closure)
@@ -609,6 +653,16 @@ class FUSE(Optimizer):
     def _adam_phase(self, closure: Closure | None) -> tuple[Any, float | None]:
         raw = self._call(closure) if closure is not None else None
         loss, grad_norm = self._grad_stats(raw)
+        if _needs_reduction(closure):
+            # Rank-local loss (a mini-batch closure on a DDP model, or no closure): every rank
+            # reads the mean over ranks, NaN when any rank's loss or gradient is not finite.
+            bad = not math.isfinite(grad_norm) or (raw is not None and not math.isfinite(loss))
+            mean_loss, grad_norm = _reduce_loss(
+                math.nan if bad else (0.0 if raw is None else loss), grad_norm
+            )
+            loss = loss if raw is None else mean_loss
+            if not math.isfinite(mean_loss):
+                loss = grad_norm = math.nan  # some rank saw a non-finite value: every rank skips
         self._obs_grad_norm = grad_norm
         if math.isfinite(grad_norm) and (raw is None or math.isfinite(loss)):
             self._adam_update()
