@@ -215,6 +215,20 @@ class FUSE(Optimizer):
     evaluation is not finite is skipped. When the Wolfe conditions are not met within the budget,
     the lowest finite trial is kept (if it lowers the loss).
 
+    **More than one process** (``torch.distributed``; pytorch issue #30439). Under a process
+    group every branch FUSE takes (the switch criterion, the line-search tests, curvature-pair
+    acceptance, the non-finite skip) must read the same numbers on every rank. FUSE checks at its
+    first step that the parameters are the same on every rank (``RuntimeError`` otherwise). A
+    closure marked ``rank_consistent`` (:func:`~beyondgd.optim.distributed_full_batch_closure`,
+    the full-batch loss over every rank's shard) is used as is; for any other closure (a
+    mini-batch closure on a ``DistributedDataParallel`` model, whose gradients DDP averages) and
+    for ``step()`` without a closure, FUSE averages the loss and gradient norm over ranks with one
+    small all-reduce per evaluation, and a non-finite value on any rank makes it non-finite on
+    all, so every rank skips the same steps and line-search trials. The gradients themselves must
+    be the same on every rank (DDP or the distributed closure make them so). The closure must be a
+    fixed function: no dropout, batch norm frozen. Run with ``torchrun --nproc_per_node 2
+    examples/fuse_torchrun.py``. ``n_evals`` counts closure calls (the same on every rank).
+
     **From the authors' code** (not the paper): Adam lr 1e-3 then ``LBFGS(history_size=10,
     max_eval=4, line_search_fn="strong_wolfe")``, lr 1, one step per mini-batch
     (``lbfgs_mode="minibatch"``, ``max_iter=20, max_eval=4`` here), and the switch rules of
