@@ -197,6 +197,16 @@ def test_minibatch_and_overlap_modes_take_the_same_decisions_on_both_ranks(run_r
         assert a["samples"] == b["samples"] == 2 * 10 * a["n_evals"]  # both ranks' samples
 
 
+class _WithUnused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 1).double()
+        self.unused = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.lin(x)
+
+
 def _errors_and_edge_cases_on_ranks(rank, world_size):
     x, y = _shard(rank, *_data())
     out = {}
@@ -248,6 +258,10 @@ def _errors_and_edge_cases_on_ranks(rank, world_size):
     model = DDP(_net())
     out["empty_loss"] = distributed_full_batch_closure(model, nn.functional.mse_loss, batches)()
     out["empty_grad"] = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    # 6. a parameter no rank's loss reaches keeps grad None, as with full_batch_closure
+    model = _WithUnused()
+    distributed_full_batch_closure(model, nn.functional.mse_loss, _batches(x, y))()
+    out["unused_none"] = model.unused.grad is None and model.lin.weight.grad is not None
     dist.barrier()
     return out
 
@@ -260,6 +274,7 @@ def test_error_cases_and_uneven_edge_cases_under_two_ranks(run_ranks):
         assert "dropout in training mode" in r["dropout"]
         assert "dropout in training mode" in r["dropout_later"]
         assert r["nan_skipped"] == 1 and r["nan_unchanged"]
+        assert r["unused_none"]
     assert torch.equal(r0["empty_loss"], r1["empty_loss"])
     assert torch.equal(r0["empty_grad"], r1["empty_grad"])
     x, y = _data()

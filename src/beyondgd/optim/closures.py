@@ -241,7 +241,8 @@ def distributed_full_batch_closure(
     Rank :math:`r` holds a shard of :math:`N_r` samples (its ``loader``; shards may differ in
     size, and one may be empty). Each call accumulates, on each rank, the summed loss
     :math:`S_r = \sum_{i \in r} \ell_i` and its gradient, then makes **one** all-reduce of the
-    flat vector :math:`[\nabla S_r, S_r, N_r]`, so that every rank returns
+    flat vector :math:`[\nabla S_r, S_r, N_r]` (and one flag per parameter: whether it has a
+    gradient), so that every rank returns
 
     .. math::
         L = \frac{\sum_r S_r}{\sum_r N_r}, \qquad \nabla L \text{ in the ``.grad`` fields},
@@ -324,6 +325,7 @@ def distributed_full_batch_closure(
         dtype = torch.float32
     device = params[0].device
     sizes = [p.numel() for p in params]
+    n_grad = sum(sizes)
 
     def closure() -> Tensor:
         _check_deterministic(inner)
@@ -342,7 +344,9 @@ def distributed_full_batch_closure(
                 (loss * n).backward()  # summed loss: divide by the global N once, at the end
                 total = total + loss.detach().to(dtype) * n
                 n_local += n
-        # ONE collective per call, the same on every rank: [grad..., loss sum, count].
+        # ONE collective per call, the same on every rank:
+        # [grad..., loss sum, count, one "has a gradient" flag per parameter].
+        has_grad = [float(p.grad is not None) for p in params]
         flat = torch.cat(
             [
                 *(
@@ -352,23 +356,25 @@ def distributed_full_batch_closure(
                     for p in params
                 ),
                 total.reshape(1),
-                torch.tensor([float(n_local)], dtype=dtype, device=device),
+                torch.tensor([float(n_local), *has_grad], dtype=dtype, device=device),
             ]
         )
         all_reduce_sum(flat)
-        n_total = flat[-1].item()
+        tail = flat[n_grad:].tolist()  # loss sum, count, flags: one device sync
+        n_total, flags = tail[1], tail[2:]
         if n_total == 0:
             raise ValueError("the loaders of all ranks yielded no samples")
-        flat.div_(n_total)
-        for p, g in zip(params, flat[:-2].split(sizes)):
-            g = g.view_as(p).to(p.dtype)
-            if p.grad is None:
-                p.grad = g.clone()
+        flat = flat[: n_grad + 1].div_(n_total)
+        for p, g, flag in zip(params, flat[:n_grad].split(sizes), flags):
+            if flag == 0:  # no rank's loss reached it: None, as full_batch_closure leaves it
+                p.grad = None
+            elif p.grad is None:
+                p.grad = g.view_as(p).to(p.dtype, copy=True)
             else:
-                p.grad.copy_(g)
+                p.grad.copy_(g.view_as(p))
         if meter is not None:
             meter.add(int(round(n_total)))
-        return flat[-2].clone()
+        return flat[n_grad].clone()
 
     closure.rank_consistent = True  # type: ignore[attr-defined]
     return closure
