@@ -112,7 +112,8 @@ def _run_ranks(tmp_path, fn, *args, world_size=2, timeout=120.0):
         if failed:  # one rank died: the others would wait for it in a collective forever
             time.sleep(0.5)  # let a simultaneous failure on another rank write its traceback
             stop_all()
-            pytest.fail(f"rank(s) {failed} failed:\n{errors()}", pytrace=False)
+            codes = [procs[r].exitcode for r in failed]
+            pytest.fail(f"rank(s) {failed} failed (exit codes {codes}):\n{errors()}", pytrace=False)
         if time.monotonic() > deadline:
             stop_all()
             pytest.fail(

@@ -49,8 +49,12 @@ def _batches(x, y):
     return [(x[i : i + BATCH], y[i : i + BATCH]) for i in range(0, len(x), BATCH)]
 
 
-def _shard(rank, x, y):
-    return (x[:SHARD0], y[:SHARD0]) if rank == 0 else (x[SHARD0:], y[SHARD0:])
+def _shard(rank, world_size, x, y):
+    """Rank 0 gets the first SHARD0 samples, the other ranks split the rest (uneven shards)."""
+    if rank == 0:
+        return x[:SHARD0], y[:SHARD0]
+    parts = torch.arange(SHARD0, len(x)).tensor_split(world_size - 1)
+    return x[parts[rank - 1]], y[parts[rank - 1]]
 
 
 def _flat(model):
@@ -76,7 +80,7 @@ def _train_full(model, closure, opt, n_steps):
 def _full_mode_on_ranks(rank, world_size):
     """Full-batch FUSE on a DDP model with uneven shards (and a different number of batches per
     rank): parameters per step, the switch, counters, and a save/resume halfway."""
-    x, y = _shard(rank, *_data())
+    x, y = _shard(rank, world_size, *_data())
     model = DDP(_net())
     meter = CostMeter(dataset_size=N_SAMPLES)
     closure = distributed_full_batch_closure(model, nn.functional.mse_loss, _batches(x, y), meter)
@@ -208,7 +212,7 @@ class _WithUnused(nn.Module):
 
 
 def _errors_and_edge_cases_on_ranks(rank, world_size):
-    x, y = _shard(rank, *_data())
+    x, y = _shard(rank, world_size, *_data())
     out = {}
     # 1. parameters that differ across ranks: a clear error at the first step, on every rank
     model = _net(seed=rank)  # no DDP: each rank its own init
