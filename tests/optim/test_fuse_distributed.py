@@ -262,7 +262,17 @@ def _errors_and_edge_cases_on_ranks(rank, world_size):
     model = DDP(_net())
     out["empty_loss"] = distributed_full_batch_closure(model, nn.functional.mse_loss, batches)()
     out["empty_grad"] = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
-    # 6. a parameter no rank's loss reaches keeps grad None, as with full_batch_closure
+    # 6. distributed=False: FUSE on one rank only makes no collective (no hang)
+    if rank == 0:
+        model = _net(seed=5)
+        opt = FUSE(model.parameters(), switch=AfterEpochs(1), max_iter=3, distributed=False)
+        closure = full_batch_closure(model, nn.functional.mse_loss, _batches(x, y))
+        for _ in range(3):
+            opt.step(closure)
+        out["one_rank_only"] = opt.n_lbfgs_iters
+    else:
+        out["one_rank_only"] = None
+    # 7. a parameter no rank's loss reaches keeps grad None, as with full_batch_closure
     model = _WithUnused()
     distributed_full_batch_closure(model, nn.functional.mse_loss, _batches(x, y))()
     out["unused_none"] = model.unused.grad is None and model.lin.weight.grad is not None
@@ -279,6 +289,7 @@ def test_error_cases_and_uneven_edge_cases_under_two_ranks(run_ranks):
         assert "dropout in training mode" in r["dropout_later"]
         assert r["nan_skipped"] == 1 and r["nan_unchanged"]
         assert r["unused_none"]
+    assert r0["one_rank_only"] > 0 and r1["one_rank_only"] is None
     assert torch.equal(r0["empty_loss"], r1["empty_loss"])
     assert torch.equal(r0["empty_grad"], r1["empty_grad"])
     x, y = _data()
@@ -310,6 +321,8 @@ def test_distributed_closure_without_a_process_group_is_the_full_batch_closure()
         distributed_full_batch_closure(a, nn.functional.mse_loss, iter(batches))
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         distributed_full_batch_closure(lambda t: t, nn.functional.mse_loss, batches)
+    with pytest.raises(ValueError, match="distributed must be None"):
+        FUSE(a.parameters(), distributed=True)
 
 
 def test_torchrun_example_runs_on_two_ranks(tmp_path):

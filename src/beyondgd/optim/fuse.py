@@ -76,11 +76,13 @@ def _check_closure_loss(loss: Any) -> None:
         )
 
 
-def _needs_reduction(closure: Closure | None) -> bool:
+def _needs_reduction(closure: Closure | None, distributed: bool | None) -> bool:
     """Under a process group, a loss that may differ across ranks must be reduced before a branch
     reads it; a closure marked ``rank_consistent`` (``distributed_full_batch_closure``) already
     returns the same loss and gradient on every rank."""
-    return is_distributed() and not getattr(closure, "rank_consistent", False)
+    if distributed is False or not is_distributed():
+        return False
+    return not getattr(closure, "rank_consistent", False)
 
 
 def _reduce_loss(loss: float, grad_norm: float = 0.0) -> tuple[float, float]:
@@ -280,6 +282,11 @@ class FUSE(Optimizer):
     strict_max_eval : bool, default False
         Cap each line search by what is left of ``max_eval``, as ``torch.optim.LBFGS`` (see
         *Budgets*).
+    distributed : bool or None, default None
+        ``None``: keep the ranks consistent (see *More than one process*) whenever a
+        ``torch.distributed`` process group is initialised. ``False``: behave as a single process
+        even then (an optimizer that runs on one rank only, whose collectives would wait for the
+        other ranks forever).
 
     Attributes
     ----------
@@ -347,6 +354,7 @@ class FUSE(Optimizer):
         reuse_last_eval: bool = False,
         max_ls: int = 25,
         strict_max_eval: bool = False,
+        distributed: bool | None = None,
     ) -> None:
         if isinstance(lr, Tensor):
             raise ValueError(
@@ -390,6 +398,12 @@ class FUSE(Optimizer):
         if not isinstance(strict_max_eval, bool):
             raise TypeError(f"strict_max_eval must be a bool, got {type(strict_max_eval).__name__}")
         self.strict_max_eval = strict_max_eval
+        if distributed not in (None, False):
+            raise ValueError(
+                f"distributed must be None (automatic) or False, got {distributed!r}; with no "
+                "process group FUSE is a single process anyway"
+            )
+        self.distributed = distributed
 
         if theta is not None:
             if switch is not None:
@@ -535,7 +549,7 @@ class FUSE(Optimizer):
         flat_grad = self._gather_flat_grad()
         self._last_grad = flat_grad
         loss = float(raw)
-        if _needs_reduction(closure):
+        if _needs_reduction(closure, self.distributed):
             finite = math.isfinite(loss) and bool(torch.isfinite(flat_grad).all())
             loss = _reduce_loss(loss if finite else math.nan)[0]
         return raw, loss, flat_grad
@@ -545,7 +559,7 @@ class FUSE(Optimizer):
         every rank (DDP broadcasts them at construction; a model built per rank from different
         seeds, or a checkpoint loaded on one rank only, would make the ranks diverge)."""
         self._ranks_checked = True
-        if not is_distributed():
+        if self.distributed is False or not is_distributed():
             return
         if not all_ranks_agree(self._flat_params()):
             raise RuntimeError(
@@ -667,7 +681,7 @@ class FUSE(Optimizer):
     def _adam_phase(self, closure: Closure | None) -> tuple[Any, float | None]:
         raw = self._call(closure) if closure is not None else None
         loss, grad_norm = self._grad_stats(raw)
-        if _needs_reduction(closure):
+        if _needs_reduction(closure, self.distributed):
             # Rank-local loss (a mini-batch closure on a DDP model, or no closure): every rank
             # reads the mean over ranks, NaN when any rank's loss or gradient is not finite.
             bad = not math.isfinite(grad_norm) or (raw is not None and not math.isfinite(loss))
