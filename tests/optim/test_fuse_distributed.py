@@ -139,10 +139,11 @@ def test_full_batch_fuse_is_identical_on_ranks_and_matches_one_process(run_ranks
     assert abs(opt.last_loss - r0["last_loss"]) <= 1e-12
 
 
-def _minibatch_modes_on_ranks(rank, world_size, nan_steps):
+def _minibatch_modes_on_ranks(rank, world_size, nan_steps, nan_trial_step):
     """Mini-batch and overlap modes on a DDP model, each rank its own batches (rank-local losses,
     DDP-averaged gradients), switching on a loss threshold; rank 1's closure returns a NaN loss
-    (its gradients stay finite) at the steps in ``nan_steps``."""
+    (its gradients stay finite) at the start of the steps in ``nan_steps`` and at the first
+    line-search trial of step ``nan_trial_step``."""
     x, y = _data()
     out = {}
     for mode in ("minibatch", "overlap"):
@@ -162,9 +163,15 @@ def _minibatch_modes_on_ranks(rank, world_size, nan_steps):
             idx = torch.randperm(N_SAMPLES, generator=gen)[:10]
             inner = make_closure(model, nn.functional.mse_loss, x[idx], y[idx], meter)
 
-            def closure(inner=inner, step=step):
+            calls = [0]
+
+            def closure(inner=inner, step=step, calls=calls):
                 loss = inner()
-                if rank == 1 and step in nan_steps:
+                calls[0] += 1
+                first, trial = calls[0] == 1, calls[0] == 2
+                if rank == 1 and (
+                    (first and step in nan_steps) or (trial and step == nan_trial_step)
+                ):
                     return loss * float("nan")
                 return loss
 
@@ -176,6 +183,8 @@ def _minibatch_modes_on_ranks(rank, world_size, nan_steps):
             "phases": phases,
             "switch_step": opt.switch_step,
             "n_skipped": opt.n_skipped,
+            "n_nonfinite": opt.n_nonfinite_evals,
+            "n_line_search_failures": opt.n_line_search_failures,
             "n_evals": opt.n_evals,
             "samples": meter.samples,
         }
@@ -184,7 +193,8 @@ def _minibatch_modes_on_ranks(rank, world_size, nan_steps):
 
 def test_minibatch_and_overlap_modes_take_the_same_decisions_on_both_ranks(run_ranks):
     nan_steps = (1, 9)  # one Adam step and one L-BFGS step see a NaN on rank 1 only
-    r0, r1 = run_ranks(_minibatch_modes_on_ranks, nan_steps)
+    nan_trial_step = 11  # and a line-search trial of an L-BFGS step
+    r0, r1 = run_ranks(_minibatch_modes_on_ranks, nan_steps, nan_trial_step)
     for mode in ("minibatch", "overlap"):
         a, b = r0[mode], r1[mode]
         # the loss switch fires on the same step although each rank sees its own batch losses
@@ -193,6 +203,9 @@ def test_minibatch_and_overlap_modes_take_the_same_decisions_on_both_ranks(run_r
         assert a["phases"] == b["phases"]
         # the NaN on rank 1 skips the step on both ranks
         assert a["n_skipped"] == b["n_skipped"] == len(nan_steps), mode
+        # the failed trial is seen on both ranks (a NaN trial is bisected, not a skipped step)
+        assert a["n_nonfinite"] == b["n_nonfinite"] == len(nan_steps) + 1, mode
+        assert a["n_line_search_failures"] == b["n_line_search_failures"]
         for s in nan_steps:
             assert torch.equal(a["trace"][s], a["trace"][s - 1]), (mode, s)
         for pa, pb in zip(a["trace"], b["trace"]):
