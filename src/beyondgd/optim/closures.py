@@ -270,8 +270,10 @@ def distributed_full_batch_closure(
     loss_fn : callable
         ``loss_fn(outputs, targets)``, the *mean* loss over the batch.
     loader : iterable of (inputs, targets)
-        This rank's shard; re-iterable (a ``DataLoader`` over a ``DistributedSampler`` or a
-        ``Subset``, a list of batches).
+        This rank's shard; re-iterable (a ``DataLoader`` over a ``Subset`` of disjoint indices,
+        a list of batches). A ``DistributedSampler`` pads the shards to one size by repeating
+        samples (or drops some, with ``drop_last=True``), so the loss is then not exactly the
+        full-data mean; ``Subset(data, range(rank, len(data), world_size))`` is.
     meter : CostMeter, optional
         Gets the global sample count :math:`\sum_r N_r` (one evaluation) per call.
 
