@@ -1,4 +1,5 @@
-"""Small shared helpers: input validation, cost accounting, atomic files, seeding."""
+"""Small shared helpers: input validation, cost accounting, atomic files, seeding, and
+rank-consistency helpers for torch.distributed."""
 
 from beyondgd.core.checkpoint import (
     atomic_torch_save,
@@ -7,6 +8,14 @@ from beyondgd.core.checkpoint import (
     atomic_write_text,
 )
 from beyondgd.core.cost import CostMeter
+from beyondgd.core.distributed import (
+    all_ranks_agree,
+    all_reduce_sum,
+    any_rank,
+    is_distributed,
+    rank,
+    world_size,
+)
 from beyondgd.core.numbers import finite_or_none
 from beyondgd.core.seeding import derive_seed, make_generator
 from beyondgd.core.validation import (
@@ -18,6 +27,9 @@ from beyondgd.core.validation import (
 
 __all__ = [
     "CostMeter",
+    "all_ranks_agree",
+    "all_reduce_sum",
+    "any_rank",
     "atomic_torch_save",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -28,5 +40,8 @@ __all__ = [
     "check_number",
     "derive_seed",
     "finite_or_none",
+    "is_distributed",
     "make_generator",
+    "rank",
+    "world_size",
 ]

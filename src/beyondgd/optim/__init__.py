@@ -7,7 +7,12 @@ References
    Optimization", IEEE CAI 2025, arXiv:2503.04204.
 """
 
-from beyondgd.optim.closures import OverlappingBatchSampler, full_batch_closure, make_closure
+from beyondgd.optim.closures import (
+    OverlappingBatchSampler,
+    distributed_full_batch_closure,
+    full_batch_closure,
+    make_closure,
+)
 from beyondgd.optim.criteria import (
     AfterEpochs,
     CallableCriterion,
@@ -33,6 +38,7 @@ __all__ = [
     "OverlappingBatchSampler",
     "SwitchCriterion",
     "SwitchObservation",
+    "distributed_full_batch_closure",
     "full_batch_closure",
     "make_closure",
     "paper_code_criterion",

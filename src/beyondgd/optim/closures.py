@@ -22,9 +22,49 @@ from torch import Tensor, nn
 from torch.utils.data import Sampler
 
 from beyondgd.core.cost import CostMeter
+from beyondgd.core.distributed import all_reduce_sum, is_distributed
 from beyondgd.core.validation import check_int
 
-__all__ = ["OverlappingBatchSampler", "full_batch_closure", "make_closure"]
+__all__ = [
+    "OverlappingBatchSampler",
+    "distributed_full_batch_closure",
+    "full_batch_closure",
+    "make_closure",
+]
+
+
+def _is_ddp(model: object) -> bool:
+    return isinstance(model, nn.parallel.DistributedDataParallel)
+
+
+def _check_deterministic(model: nn.Module) -> None:
+    """A closure that L-BFGS calls several times per step must be a fixed function."""
+    for name, module in model.named_modules():
+        if not module.training:
+            continue
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            kind = "dropout"
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            kind = "batch norm"
+        else:
+            continue
+        raise ValueError(
+            f"model has {kind} in training mode ({name or type(module).__name__}: "
+            f"{type(module).__name__}), so the full-batch closure is not a fixed function (its "
+            "line search would compare different functions, and ranks would disagree). Call "
+            "model.eval() (dropout off, batch norm frozen to its running statistics) before "
+            "building or calling the closure"
+        )
+
+
+def _check_loader(loader: object) -> None:
+    # An iterator would be exhausted after the first call; creating one here could start workers.
+    if not isinstance(loader, Iterable):
+        raise TypeError(f"loader must be iterable, got {type(loader).__name__}")
+    if isinstance(loader, Iterator):
+        raise TypeError(
+            "loader must be re-iterable (a DataLoader or a list of batches), not an iterator"
+        )
 
 
 def _batch_size(x: Any, name: str) -> int:
@@ -70,6 +110,8 @@ def make_closure(
     inputs, targets
         One batch; ``inputs`` needs a first (batch) dimension.
     meter : CostMeter, optional
+        Under a process group it counts the samples of every rank's batch (the sizes are summed
+        once, by a collective when the closure is made, so every rank must make its closure).
 
     Returns
     -------
@@ -89,6 +131,10 @@ def make_closure(
     """
     _check_common(model, loss_fn, meter)
     n = _batch_size(inputs, "inputs")
+    if meter is not None and is_distributed():
+        # Each rank its own batch: the meter counts the samples of all ranks (one collective,
+        # here at creation, as every rank builds its closure for the step).
+        n = int(all_reduce_sum(torch.tensor([float(n)], dtype=torch.float64)).item())
 
     def closure() -> Tensor:
         model.zero_grad()
@@ -144,13 +190,14 @@ def full_batch_closure(
     (10, 1)
     """
     _check_common(model, loss_fn, meter)
-    # An iterator would be exhausted after the first call; creating one here could start workers.
-    if not isinstance(loader, Iterable):
-        raise TypeError(f"loader must be iterable, got {type(loader).__name__}")
-    if isinstance(loader, Iterator):
+    if _is_ddp(model):
         raise TypeError(
-            "loader must be re-iterable (a DataLoader or a list of batches), not an iterator"
+            "model is wrapped in DistributedDataParallel: full_batch_closure would run a "
+            "different number of DDP forwards on each rank (uneven shards, rank-local line "
+            "searches) and hang. Use beyondgd.optim.distributed_full_batch_closure(model, "
+            "loss_fn, loader), which reduces the loss and gradient over every rank's shard"
         )
+    _check_loader(loader)
 
     def closure() -> Tensor:
         model.zero_grad()
@@ -180,6 +227,158 @@ def full_batch_closure(
             meter.add(n_total)
         return total * scale
 
+    return closure
+
+
+def distributed_full_batch_closure(
+    model: nn.Module,
+    loss_fn: Callable[[Any, Any], Tensor],
+    loader: Iterable[Any],
+    meter: CostMeter | None = None,
+) -> Callable[[], Tensor]:
+    r"""The full-batch closure over every rank's shard of the data, for ``torch.distributed``.
+
+    Rank :math:`r` holds a shard of :math:`N_r` samples (its ``loader``; shards may differ in
+    size, and one may be empty). Each call accumulates, on each rank, the summed loss
+    :math:`S_r = \sum_{i \in r} \ell_i` and its gradient, then makes **one** all-reduce of the
+    flat vector :math:`[\nabla S_r, S_r, N_r]` (and one flag per parameter: whether it has a
+    gradient), so that every rank returns
+
+    .. math::
+        L = \frac{\sum_r S_r}{\sum_r N_r}, \qquad \nabla L \text{ in the ``.grad`` fields},
+
+    the mean over all samples (weighted by sample counts, not DDP's mean of per-rank means),
+    bit-for-bit the same on every rank. Every rank makes the same collectives per call whatever
+    its shard, so L-BFGS line searches that call the closure a data-dependent number of times stay
+    in lock-step. A NaN on one rank's shard reaches every rank (the sum is NaN), so
+    :class:`~beyondgd.optim.FUSE` skips the step everywhere. The returned closure has the
+    attribute ``rank_consistent = True``, which tells FUSE its loss needs no further reduction.
+
+    If ``model`` is a ``DistributedDataParallel``, the forwards run through ``model.module``:
+    DDP's own gradient all-reduce never fires (it would fire once per batch, a different number
+    of times per rank). Without a process group this is :func:`full_batch_closure` (same
+    numbers, no communication).
+
+    The closure must be a fixed function: dropout or batch norm in training mode raise a
+    ``ValueError`` (call ``model.eval()``). Parameters must be the same on every rank (DDP
+    broadcasts them at construction; FUSE checks at its first step).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model, possibly wrapped in ``DistributedDataParallel``.
+    loss_fn : callable
+        ``loss_fn(outputs, targets)``, the *mean* loss over the batch.
+    loader : iterable of (inputs, targets)
+        This rank's shard; re-iterable (a ``DataLoader`` over a ``Subset`` of disjoint indices,
+        a list of batches). A ``DistributedSampler`` pads the shards to one size by repeating
+        samples (or drops some, with ``drop_last=True``), so the loss is then not exactly the
+        full-data mean; ``Subset(data, range(rank, len(data), world_size))`` is.
+    meter : CostMeter, optional
+        Gets the global sample count :math:`\sum_r N_r` (one evaluation) per call.
+
+    Returns
+    -------
+    callable
+        ``closure() -> Tensor``, the global mean loss (a 0-d tensor).
+
+    Examples
+    --------
+    Without a process group it is the ordinary full-batch closure:
+
+    >>> import torch
+    >>> model = torch.nn.Linear(3, 1)
+    >>> batches = [(torch.randn(4, 3), torch.randn(4, 1)), (torch.randn(2, 3), torch.randn(2, 1))]
+    >>> meter = CostMeter(dataset_size=6)
+    >>> closure = distributed_full_batch_closure(model, torch.nn.functional.mse_loss, batches,
+    ...                                          meter)
+    >>> loss = closure()
+    >>> closure.rank_consistent, meter.samples
+    (True, 6)
+
+    Under ``torchrun``, with ``model = DistributedDataParallel(net)`` and ``loader`` over this
+    rank's shard, ``FUSE(model.parameters()).step(closure)`` is the same on every rank; see
+    ``examples/fuse_torchrun.py``.
+    """
+    _check_common(model, loss_fn, meter)
+    _check_loader(loader)
+    inner = model.module if _is_ddp(model) else model
+    if not isinstance(inner, nn.Module):
+        raise TypeError(f"model.module must be a torch.nn.Module, got {type(inner).__name__}")
+    _check_deterministic(inner)
+    params = [p for p in inner.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no parameter with requires_grad=True")
+
+    if not is_distributed():
+        single = full_batch_closure(inner, loss_fn, loader, meter)
+
+        def closure() -> Tensor:
+            _check_deterministic(inner)
+            return single()
+
+        closure.rank_consistent = True  # type: ignore[attr-defined]
+        return closure
+
+    dtype = params[0].dtype
+    for p in params[1:]:
+        dtype = torch.promote_types(dtype, p.dtype)
+    if dtype.itemsize < 4:  # a count or a loss sum in half precision would round
+        dtype = torch.float32
+    device = params[0].device
+    sizes = [p.numel() for p in params]
+    n_grad = sum(sizes)
+
+    def closure() -> Tensor:
+        _check_deterministic(inner)
+        inner.zero_grad()
+        total = torch.zeros((), dtype=dtype, device=device)
+        n_local = 0
+        with torch.enable_grad():
+            for batch in loader:
+                if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                    raise TypeError("loader must yield (inputs, targets) pairs")
+                inputs, targets = batch
+                n = _batch_size(inputs, "inputs")
+                if n == 0:
+                    continue
+                loss = loss_fn(inner(inputs), targets)
+                (loss * n).backward()  # summed loss: divide by the global N once, at the end
+                total = total + loss.detach().to(dtype) * n
+                n_local += n
+        # ONE collective per call, the same on every rank:
+        # [grad..., loss sum, count, one "has a gradient" flag per parameter].
+        has_grad = [float(p.grad is not None) for p in params]
+        flat = torch.cat(
+            [
+                *(
+                    p.grad.detach().reshape(-1).to(dtype)
+                    if p.grad is not None
+                    else torch.zeros(p.numel(), dtype=dtype, device=device)
+                    for p in params
+                ),
+                total.reshape(1),
+                torch.tensor([float(n_local), *has_grad], dtype=dtype, device=device),
+            ]
+        )
+        all_reduce_sum(flat)
+        tail = flat[n_grad:].tolist()  # loss sum, count, flags: one device sync
+        n_total, flags = tail[1], tail[2:]
+        if n_total == 0:
+            raise ValueError("the loaders of all ranks yielded no samples")
+        flat = flat[: n_grad + 1].div_(n_total)
+        for p, g, flag in zip(params, flat[:n_grad].split(sizes), flags):
+            if flag == 0:  # no rank's loss reached it: None, as full_batch_closure leaves it
+                p.grad = None
+            elif p.grad is None:
+                p.grad = g.view_as(p).to(p.dtype, copy=True)
+            else:
+                p.grad.copy_(g.view_as(p))
+        if meter is not None:
+            meter.add(int(round(n_total)))
+        return flat[n_grad].clone()
+
+    closure.rank_consistent = True  # type: ignore[attr-defined]
     return closure
 
 

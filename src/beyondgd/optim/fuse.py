@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from beyondgd.core.distributed import all_ranks_agree, all_reduce_sum, is_distributed, world_size
 from beyondgd.core.validation import check_choice, check_int, check_number
 from beyondgd.optim.criteria import SwitchCriterion, SwitchObservation, as_criterion
 from beyondgd.optim.lbfgs import LBFGSMemory, LineSearchResult, fixed_step, strong_wolfe
@@ -73,6 +74,29 @@ def _check_closure_loss(loss: Any) -> None:
             f"the closure must return the loss (a scalar tensor or a float), got "
             f"{type(loss).__name__}"
         )
+
+
+def _needs_reduction(closure: Closure | None, distributed: bool | None) -> bool:
+    """Under a process group, a loss that may differ across ranks must be reduced before a branch
+    reads it; a closure marked ``rank_consistent`` (``distributed_full_batch_closure``) already
+    returns the same loss and gradient on every rank."""
+    if distributed is False or not is_distributed():
+        return False
+    return not getattr(closure, "rank_consistent", False)
+
+
+def _reduce_loss(loss: float, grad_norm: float = 0.0) -> tuple[float, float]:
+    """Means over ranks of a rank-local loss and gradient norm (one small all-reduce); the loss
+    is NaN on every rank when it is NaN (not finite) on any."""
+    bad = not (math.isfinite(loss) and math.isfinite(grad_norm))
+    values = torch.tensor(
+        [0.0 if bad else loss, 0.0 if bad else grad_norm, float(bad)], dtype=torch.float64
+    )
+    total = all_reduce_sum(values).tolist()
+    n = world_size()
+    if total[2] > 0:
+        return math.nan, math.nan
+    return total[0] / n, total[1] / n
 
 
 def _to_device(obj: Any, device: torch.device) -> Any:
@@ -193,6 +217,20 @@ class FUSE(Optimizer):
     evaluation is not finite is skipped. When the Wolfe conditions are not met within the budget,
     the lowest finite trial is kept (if it lowers the loss).
 
+    **More than one process** (``torch.distributed``; pytorch issue #30439). Under a process
+    group every branch FUSE takes (the switch criterion, the line-search tests, curvature-pair
+    acceptance, the non-finite skip) must read the same numbers on every rank. FUSE checks at its
+    first step that the parameters are the same on every rank (``RuntimeError`` otherwise). A
+    closure marked ``rank_consistent`` (:func:`~beyondgd.optim.distributed_full_batch_closure`,
+    the full-batch loss over every rank's shard) is used as is; for any other closure (a
+    mini-batch closure on a ``DistributedDataParallel`` model, whose gradients DDP averages) and
+    for ``step()`` without a closure, FUSE averages the loss and gradient norm over ranks with one
+    small all-reduce per evaluation, and a non-finite value on any rank makes it non-finite on
+    all, so every rank skips the same steps and line-search trials. The gradients themselves must
+    be the same on every rank (DDP or the distributed closure make them so). The closure must be a
+    fixed function: no dropout, batch norm frozen. Run with ``torchrun --nproc_per_node 2
+    examples/fuse_torchrun.py``. ``n_evals`` counts closure calls (the same on every rank).
+
     **From the authors' code** (not the paper): Adam lr 1e-3 then ``LBFGS(history_size=10,
     max_eval=4, line_search_fn="strong_wolfe")``, lr 1, one step per mini-batch
     (``lbfgs_mode="minibatch"``, ``max_iter=20, max_eval=4`` here), and the switch rules of
@@ -244,6 +282,11 @@ class FUSE(Optimizer):
     strict_max_eval : bool, default False
         Cap each line search by what is left of ``max_eval``, as ``torch.optim.LBFGS`` (see
         *Budgets*).
+    distributed : bool or None, default None
+        ``None``: keep the ranks consistent (see *More than one process*) whenever a
+        ``torch.distributed`` process group is initialised. ``False``: behave as a single process
+        even then (an optimizer that runs on one rank only, whose collectives would wait for the
+        other ranks forever).
 
     Attributes
     ----------
@@ -311,6 +354,7 @@ class FUSE(Optimizer):
         reuse_last_eval: bool = False,
         max_ls: int = 25,
         strict_max_eval: bool = False,
+        distributed: bool | None = None,
     ) -> None:
         if isinstance(lr, Tensor):
             raise ValueError(
@@ -354,6 +398,12 @@ class FUSE(Optimizer):
         if not isinstance(strict_max_eval, bool):
             raise TypeError(f"strict_max_eval must be a bool, got {type(strict_max_eval).__name__}")
         self.strict_max_eval = strict_max_eval
+        if distributed not in (None, False):
+            raise ValueError(
+                f"distributed must be None (automatic) or False, got {distributed!r}; with no "
+                "process group FUSE is a single process anyway"
+            )
+        self.distributed = distributed
 
         if theta is not None:
             if switch is not None:
@@ -409,6 +459,7 @@ class FUSE(Optimizer):
         self._last_grad: Tensor | None = None
         self._obs_grad_norm = math.nan
         self._lb: dict[str, Any] = self._fresh_lbfgs_state()
+        self._ranks_checked = False  # parameters compared across ranks (first step under DDP)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a parameter group; the L-BFGS memory is reset (the flat vector changes length)."""
@@ -497,7 +548,26 @@ class FUSE(Optimizer):
         raw = self._call(closure)
         flat_grad = self._gather_flat_grad()
         self._last_grad = flat_grad
-        return raw, float(raw), flat_grad
+        loss = float(raw)
+        if _needs_reduction(closure, self.distributed):
+            finite = math.isfinite(loss) and bool(torch.isfinite(flat_grad).all())
+            loss = _reduce_loss(loss if finite else math.nan)[0]
+        return raw, loss, flat_grad
+
+    def _check_ranks_agree(self) -> None:
+        """Once, at the first step under a process group: the parameters must be the same on
+        every rank (DDP broadcasts them at construction; a model built per rank from different
+        seeds, or a checkpoint loaded on one rank only, would make the ranks diverge)."""
+        self._ranks_checked = True
+        if self.distributed is False or not is_distributed():
+            return
+        if not all_ranks_agree(self._flat_params()):
+            raise RuntimeError(
+                f"FUSE: the parameters differ across the {world_size()} ranks at the first step. "
+                "Every rank must start from the same parameters: wrap the model in "
+                "DistributedDataParallel (it broadcasts rank 0's parameters), or seed the model "
+                "the same way / load the same checkpoint on every rank"
+            )
 
     def _theta_at(self, step: int) -> float:
         value = self._theta(step) if callable(self._theta) else self._theta
@@ -578,6 +648,8 @@ class FUSE(Optimizer):
                 "beyondgd.optim.full_batch_closure(model, loss_fn, loader)"
             )
 
+        if not self._ranks_checked:
+            self._check_ranks_agree()
         self.last_loss = None
         if self.phase == "adam":
             raw, loss = self._adam_phase(closure)
@@ -609,6 +681,16 @@ class FUSE(Optimizer):
     def _adam_phase(self, closure: Closure | None) -> tuple[Any, float | None]:
         raw = self._call(closure) if closure is not None else None
         loss, grad_norm = self._grad_stats(raw)
+        if _needs_reduction(closure, self.distributed):
+            # Rank-local loss (a mini-batch closure on a DDP model, or no closure): every rank
+            # reads the mean over ranks, NaN when any rank's loss or gradient is not finite.
+            bad = not math.isfinite(grad_norm) or (raw is not None and not math.isfinite(loss))
+            mean_loss, grad_norm = _reduce_loss(
+                math.nan if bad else (0.0 if raw is None else loss), grad_norm
+            )
+            loss = loss if raw is None else mean_loss
+            if not math.isfinite(mean_loss):
+                loss = grad_norm = math.nan  # some rank saw a non-finite value: every rank skips
         self._obs_grad_norm = grad_norm
         if math.isfinite(grad_norm) and (raw is None or math.isfinite(loss)):
             self._adam_update()
