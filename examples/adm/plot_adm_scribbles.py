@@ -36,12 +36,18 @@ SegmentationTrainer(net, method="pce", steps=60, batch_size=8, lr=3e-3).fit(trai
 nets, finals = {"pCE only": net}, {}
 for method in ("gd", "adm"):
     model = copy.deepcopy(net)
-    result = SegmentationTrainer(model, method=method, lam=10.0, steps=40, batch_size=8,
-                                 lr=3e-3).fit(train, test)
+    result = SegmentationTrainer(
+        model, method=method, lam=10.0, steps=40, batch_size=8, lr=3e-3
+    ).fit(train, test)
     nets[method.upper()] = model
     finals[method.upper()] = result.final
-    print(method, "discrete energy", round(result.final["train_energy_discrete"], 3),
-          "test mIoU", round(result.final["test_miou"], 3))
+    print(
+        method,
+        "discrete energy",
+        round(result.final["train_energy_discrete"], 3),
+        "test mIoU",
+        round(result.final["test_miou"], 3),
+    )
 
 # %%
 # Predictions on training scenes (with their scribbles) and the test mIoU

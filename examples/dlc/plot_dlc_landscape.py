@@ -79,7 +79,7 @@ before, frac_before = landscape(), fraction()
 
 hinge = StarConvexHinge(energy, sampler, lam=0.5, mu=0.1, rho=1.0, n_samples=4)
 opt = torch.optim.Adam(g.parameters(), lr=3e-3)
-for step in range(300):
+for _ in range(300):
     w_star, y = observe(64)
     out = hinge(w_star, y, generator=gen)
     loss = energy(w_star, y).mean() + out.total
@@ -97,8 +97,10 @@ print(f"star-convex segments: {frac_before:.2f} before, {frac_after:.2f} after t
 # the truth.
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
-for ax, z, title in ((axes[0], before, f"initial weights ({frac_before:.0%} star-convex)"),
-                     (axes[1], after, f"after the hinges ({frac_after:.0%} star-convex)")):
+for ax, z, title in (
+    (axes[0], before, f"initial weights ({frac_before:.0%} star-convex)"),
+    (axes[1], after, f"after the hinges ({frac_after:.0%} star-convex)"),
+):
     cs = ax.contourf(W1, W2, z / z.max(), levels=30, cmap="viridis")
     ax.plot(*w_test[0], marker="*", color="white", ms=14, mec="black")
     ax.set(title=title, xlabel="w[0]", ylabel="w[1]", aspect="equal")
