@@ -53,6 +53,21 @@ numpydoc_show_class_members = False  # the class template lists members itself
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 
+# numpydoc keeps each docstring's "References" list; the text need not cite every entry.
+suppress_warnings = ["ref.citation"]
+
+
+def _skip_member(app, what, name, obj, skip, options):
+    """Hide scikit-learn's generated metadata-routing setters (``set_fit_request`` ...)."""
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_member)
+
+
 # Gallery: examples/<method>/plot_*.py, executed on the CPU (each under 30 s on one core).
 run_gallery = os.environ.get("BEYONDGD_DOCS_GALLERY", "1") != "0"
 sphinx_gallery_conf = {
@@ -68,7 +83,7 @@ sphinx_gallery_conf = {
     "matplotlib_animations": False,
     "image_scrapers": ("matplotlib",),
     "reset_modules": ("matplotlib",),
-    "write_computation_times": True,
+    "write_computation_times": False,  # its pages load DataTables from a CDN
 }
 
 # numpy/torch emit UserWarnings at import time on some machines; they are not doc errors.
