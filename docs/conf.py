@@ -10,6 +10,8 @@ import os
 import warnings
 from pathlib import Path
 
+from sphinx_gallery.sorting import ExplicitOrder
+
 import beyondgd
 
 HERE = Path(__file__).resolve().parent
@@ -78,6 +80,9 @@ sphinx_gallery_conf = {
     "plot_gallery": "True" if run_gallery else "False",
     "download_all_examples": False,
     "remove_config_comments": True,
+    "subsection_order": ExplicitOrder(
+        [str(ROOT / "examples" / m) for m in ("fuse", "weep", "cdec", "dlc", "adm")]
+    ),
     "within_subsection_order": "FileNameSortKey",
     "min_reported_time": 0,
     "matplotlib_animations": False,
