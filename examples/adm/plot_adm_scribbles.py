@@ -71,3 +71,9 @@ for r, (name, pics) in enumerate(rows.items()):
         label += f"\nmIoU {finals[name]['test_miou']:.2f}"
     axes[r, 0].set_ylabel(label)
 fig.tight_layout()
+
+# %%
+# With the same lambda, steps and data, ADM reaches a lower discrete Potts energy than GD on the
+# relaxed loss, and its predictions follow the object boundaries that the regulariser favours.
+# One small run on synthetic texture scenes; ``beyondgd reproduce adm`` tests the claims over
+# seeds, lambdas and scribble lengths.
