@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 from sphinx_gallery.sorting import ExplicitOrder
 
 import beyondgd
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 
 project = "beyondgd"
 author = "the beyondgd developers"
@@ -73,7 +69,7 @@ def setup(app):
 # Gallery: examples/<method>/plot_*.py, executed on the CPU (each under 30 s on one core).
 run_gallery = os.environ.get("BEYONDGD_DOCS_GALLERY", "1") != "0"
 sphinx_gallery_conf = {
-    "examples_dirs": str(ROOT / "examples"),
+    "examples_dirs": "../examples",
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"/plot_",
     "ignore_pattern": r"__init__\.py",
@@ -81,7 +77,7 @@ sphinx_gallery_conf = {
     "download_all_examples": False,
     "remove_config_comments": True,
     "subsection_order": ExplicitOrder(
-        [str(ROOT / "examples" / m) for m in ("fuse", "weep", "cdec", "dlc", "adm")]
+        [f"../examples/{m}" for m in ("fuse", "weep", "cdec", "dlc", "adm")]
     ),
     "within_subsection_order": "FileNameSortKey",
     "min_reported_time": 0,
