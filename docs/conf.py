@@ -35,11 +35,13 @@ html_title = "beyondgd"
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
-    "secondary_sidebar_items": ["page-toc"],
+    # API pages: no right-hand sidebar, so the docstrings' display math has the width
+    "secondary_sidebar_items": {"**": ["page-toc"], "api/generated/*": []},
     "footer_start": ["copyright"],
     "footer_end": [],
 }
 html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 html_show_sourcelink = False
 
 # API reference: one stub page per public name, from the package's __all__ lists (docs/api/*.rst).
