@@ -8,8 +8,10 @@ The star-convexity hinges of :class:`~beyondgd.landscape.StarConvexHinge` penali
 segment :math:`[w^*, w^* + \\delta]` on which the energy is not star-convex around :math:`w^*`:
 
 .. math::
-    H_1 = [\\,E(w^*) - E(w') + \\mu\\,]_+, \\qquad
-    H_2 = [\\,E(w_\\lambda) - (1-\\lambda) E(w^*) - \\lambda E(w') + \\rho\\,]_+,
+    H_1 &= [E(w^*) - E(w_\\lambda)]_+ \\\\
+    H_2 &= [E(w^*) - E(w') + \\tfrac{\\mu}{2}\\|\\delta\\|^2]_+ \\\\
+    H_3 &= [E(w_\\lambda) - (1-\\lambda) E(w^*) - \\lambda E(w')
+    + \\tfrac{\\mu}{2}\\lambda(1-\\lambda)\\|\\delta\\|^2]_+,
 
 with :math:`w' = w^* + \\delta` and :math:`w_\\lambda = w^* + \\lambda\\delta`.
 
@@ -104,4 +106,4 @@ for ax, z, title in (
     cs = ax.contourf(W1, W2, z / z.max(), levels=30, cmap="viridis")
     ax.plot(*w_test[0], marker="*", color="white", ms=14, mec="black")
     ax.set(title=title, xlabel="w[0]", ylabel="w[1]", aspect="equal")
-fig.colorbar(cs, ax=axes, shrink=0.8, label="energy / max")
+_ = fig.colorbar(cs, ax=axes, shrink=0.8, label="energy / max")
