@@ -76,7 +76,7 @@ def load_fashion_mnist(
 
     Examples
     --------
-    >>> x, y = load_fashion_mnist("test", limit=100)  # doctest: +SKIP
+    >>> x, y = load_fashion_mnist("test", limit=100)
     >>> x.shape, y.shape
     (torch.Size([100, 28, 28]), torch.Size([100]))
     """

@@ -1,4 +1,4 @@
-"""Elementwise sparse penalties as ``torch.nn.Module``s: WEEP and reference penalties.
+"""Elementwise sparse penalties as ``torch.nn.Module`` subclasses: WEEP and reference penalties.
 
 Each penalty has ``value``/``grad``/``prox``/``support``, the constants ``smoothness`` and
 ``weak_convexity``, and sums itself over a tensor or an iterable of parameters when called
