@@ -36,7 +36,14 @@ html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
     # API pages: no right-hand sidebar, so the docstrings' display math has the width
-    "secondary_sidebar_items": {"**": ["page-toc"], "api/generated/*": []},
+    # no "**" key: it would also match the API stubs, which have no right sidebar
+    "secondary_sidebar_items": {
+        "index": ["page-toc"],
+        "guide/*": ["page-toc"],
+        "api/*": ["page-toc"],
+        "auto_examples/**": ["page-toc"],
+        "api/generated/*": [],
+    },
     "footer_start": ["copyright"],
     "footer_end": [],
 }
@@ -74,7 +81,8 @@ sphinx_gallery_conf = {
     "examples_dirs": "../examples",
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"/plot_",
-    "ignore_pattern": r"__init__\.py",
+    # fuse_torchrun.py runs under torchrun only; the torchrun guide page shows it
+    "ignore_pattern": r"(__init__|fuse_torchrun)\.py$",
     "plot_gallery": "True" if run_gallery else "False",
     "download_all_examples": False,
     "remove_config_comments": True,
