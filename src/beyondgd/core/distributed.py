@@ -418,3 +418,29 @@ class process_group_from_env:  # noqa: N801 (used as a context manager, like a f
         if self.created and is_distributed():
             dist.destroy_process_group()
         self.created = False
+
+
+__all__ += ["broadcast_parameters"]
+
+
+def broadcast_parameters(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy ``src``'s parameters to every rank, in place (``DistributedDataParallel`` does this
+    when it wraps a module; trainers that reduce gradients by hand call this once first).
+
+    A no-op without a process group.
+
+    Examples
+    --------
+    >>> broadcast_parameters(torch.nn.Linear(2, 1))
+    """
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for p in module.parameters():
+            device = _collective_device(p)
+            moved = p.detach().to(device)
+            dist.broadcast(moved, src)
+            if moved.data_ptr() != p.data_ptr():
+                p.copy_(moved)
