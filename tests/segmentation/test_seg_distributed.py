@@ -45,6 +45,18 @@ def _kwargs(method, schedule, overlap):
                 overlap=overlap, refresh_every=2, checkpoint_every=1, seed=1)  # fmt: skip
 
 
+class _NaNOnRankOne(torch.nn.Module):
+    """Finite on rank 0, NaN on rank 1: only one rank sees the divergence."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = _model()
+
+    def forward(self, images):
+        out = self.net(images)
+        return out * float("nan") if torch.distributed.get_rank() == 1 else out
+
+
 def _numbers(result):
     return [{k: v for k, v in rec.items() if not k.endswith("seconds")} for rec in result.history]
 
@@ -81,6 +93,14 @@ def _on_ranks(rank, world_size, tmp):
         saved = torch.load(ckpt, weights_only=True)
         resumed = _train(run, ckpt, model_seed=5, resume=True)  # other init: must load
         out["resumed"][run] = {"saved_step": saved["step"], "numbers": _numbers(resumed)}
+    # a non-finite output on rank 1 only: both ranks stop at the same step (no hang, GCO never
+    # sees it), through each path that reaches the X-step
+    out["diverged"] = {}
+    for schedule, overlap in (("batch", False), ("cached", False), ("batch", True)):
+        result = SegmentationTrainer(
+            _NaNOnRankOne(), method="adm", steps=3, batch_size=4, schedule=schedule, overlap=overlap
+        ).fit(_data())
+        out["diverged"][schedule, overlap] = (result.diverged, result.steps)
     # batch norm on the CPU: trains, and rank 0 says why the numbers differ from one process
     torch.manual_seed(0)
     with warnings.catch_warnings(record=True) as caught:
@@ -120,6 +140,12 @@ def test_two_ranks_match_one_process_and_resume_to_the_same_numbers(run_ranks, t
         for r in ranks:
             assert r["resumed"][run]["saved_step"] == 1
             assert r["resumed"][run]["numbers"] == ranks[0]["runs"][run]
+    for r in ranks:
+        assert r["diverged"] == {
+            ("batch", False): (True, 0),
+            ("cached", False): (True, 0),
+            ("batch", True): (True, 0),
+        }
     said = [m for m in ranks[0]["warnings"] if "batch norm" in m]
     assert said and "SyncBatchNorm needs CUDA" in said[0] and "norm='group'" in said[0]
     assert not [m for m in ranks[1]["warnings"] if "batch norm" in m]  # said once, by rank 0

@@ -712,6 +712,8 @@ class SegmentationTrainer:
                         self._save(state())
                 if future is not None:
                     prefetched, future = (future[0], future[1].result()), None
+                if diverged:  # a diverged run is never continued; ranks may differ here
+                    prefetched = None
         finally:
             self._net = self.model
         if thread is not None:
