@@ -27,7 +27,7 @@ def _data():
     return op, (op(x[:9]), x[:9]), (op(x[9:]), x[9:])
 
 
-def _fit(continued, batch_size, min_delta, **extra):
+def _fit(continued, batch_size, min_delta, resume=False, callback=None, **extra):
     op, train, val = _data()
     net = DECONET(op, redundancy=2, layers=2, seed=1)
     model = Continued(net, stages=2) if continued else net
@@ -42,18 +42,39 @@ def _fit(continued, batch_size, min_delta, **extra):
         seed=3,
         **extra,
     )
-    result = trainer.fit(train, val=val)
+    result = trainer.fit(train, val=val, resume=resume, callback=callback)
     history = [{k: v for k, v in h.items() if k != "train_seconds"} for h in result.history]
     return history, [p.detach().clone() for p in model.parameters()]
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill(record):
+    raise _Killed  # after epoch 1's checkpoint
 
 
 def _on_ranks(rank, world_size, tmp):
     from pathlib import Path
 
+    import beyondgd.unfolding.training as training
+
     out = {case: _fit(*case) for case in CASES}
-    ckpt = Path(tmp) / "run.ckpt"
-    out["checkpointed"] = _fit(*CASES[0], checkpoint=ckpt)
-    out["saved_epochs"] = len(torch.load(ckpt, weights_only=True)["history"])
+    writes = []
+    save = training.atomic_torch_save
+    training.atomic_torch_save = lambda path, state: (writes.append(path), save(path, state))
+    try:
+        ckpt = Path(tmp) / "run.ckpt"
+        try:
+            _fit(*CASES[0], checkpoint=ckpt, callback=_kill)
+        except _Killed:
+            pass
+        out["saved_epochs"] = len(torch.load(ckpt, weights_only=True)["history"])
+        out["resumed"] = _fit(*CASES[0], checkpoint=ckpt, resume=True)
+    finally:
+        training.atomic_torch_save = save
+    out["writes"] = len(writes)
     return out
 
 
@@ -71,5 +92,11 @@ def test_two_ranks_match_one_process_on_the_union(run_ranks, tmp_path):
                     assert math.isclose(value, b[key], rel_tol=RTOL, abs_tol=1e-7), (key, a, b)
         for p, q in zip(one_params, two_params):
             torch.testing.assert_close(p, q, rtol=RTOL, atol=1e-6)
-    # the checkpoint rank 0 wrote holds every epoch of the run
-    assert ranks[0]["saved_epochs"] == len(ranks[0]["checkpointed"][0])
+    # killed after epoch 1 and resumed on 2 ranks: the uninterrupted numbers and weights;
+    # rank 0 alone wrote the checkpoint (once per epoch)
+    for r in ranks:
+        assert r["saved_epochs"] == 1
+        assert r["resumed"][0] == ranks[0][CASES[0]][0]
+        assert all(torch.equal(p, q) for p, q in zip(r["resumed"][1], ranks[0][CASES[0]][1]))
+    epochs = len(ranks[0]["resumed"][0])  # 1 before the kill, the rest after the resume
+    assert ranks[0]["writes"] == epochs and ranks[1]["writes"] == 0

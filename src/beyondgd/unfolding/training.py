@@ -37,6 +37,7 @@ from beyondgd.core.distributed import (
     any_rank,
     broadcast_buffers,
     data_parallel,
+    is_distributed,
     rank,
     shard_range,
     world_size,
@@ -265,9 +266,12 @@ class Trainer:
         return rec
 
     def _save(self, state: dict[str, Any]) -> None:
-        if self.checkpoint is None or rank() != 0:  # rank 0 writes, atomically
+        if self.checkpoint is None:
             return
-        atomic_torch_save(self.checkpoint, state)
+        if rank() == 0:  # rank 0 writes, atomically
+            atomic_torch_save(self.checkpoint, state)
+        if is_distributed():  # no rank goes on before the file is there
+            torch.distributed.barrier()
 
     def fit(
         self,
