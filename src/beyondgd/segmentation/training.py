@@ -705,7 +705,8 @@ class SegmentationTrainer:
                     train_seconds += time.perf_counter() - t0
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+                        if world_size() == 1:  # under torchrun this rank holds a share only
+                            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
                     at_eval = self.eval_every and step % self.eval_every == 0 and step < self.steps
                     if at_eval:
                         history.append(record(step))
