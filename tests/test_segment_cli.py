@@ -236,3 +236,40 @@ def test_segment_cli_errors_are_clear(tmp_path, capsys):
         ]
     )
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_train_under_torchrun_on_two_ranks_matches_one_process(tmp_path, capsys):
+    """``torchrun --nproc_per_node 2 -m beyondgd segment train``: two gloo ranks, rank 0 writes
+    the model and prints once, and with ``--norm group`` the numbers are those of one process
+    (rtol 1e-4: only the float32 summation order differs, see tests/segmentation)."""
+    import os
+    import subprocess
+    import sys
+
+    folder = _user_folder(tmp_path / "user")
+    args = ["segment", "train", "--images", str(folder / "images")]
+    args += ["--scribbles", str(folder / "scribbles"), "--masks", str(folder / "masks")]
+    args += ["--method", "adm", *SMALL, "--steps", "3", "--norm", "group"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    capsys.readouterr()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*run, "-m", "beyondgd", *args, "--out", str(tmp_path / "two")],
+        capture_output=True,
+        text=True,
+        timeout=240,  # a hang fails; a loaded machine is slow but far from this
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("model: ") == 1  # rank 0 alone prints and writes
+    assert "data-parallel training on 2 ranks" in done.stdout
+    one = json.loads((tmp_path / "one" / "history.json").read_text())
+    two = json.loads((tmp_path / "two" / "history.json").read_text())
+    for phase in ("pretrain", "finetune"):
+        for a, b in zip(one[phase], two[phase], strict=True):
+            assert a.keys() == b.keys()
+            for key, value in a.items():
+                if not key.endswith("seconds"):
+                    assert value == pytest.approx(b[key], rel=1e-4, abs=1e-6), (phase, key)
+    assert (tmp_path / "two" / "model.pt").exists()

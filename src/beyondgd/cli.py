@@ -6,7 +6,8 @@ beyondgd reproduce NAME [NAME ...] | all  [--preset smoke|quick|full|paper] [--s
                    [--out DIR] [--resume] [--set KEY=JSON ...] [--show-config]
 beyondgd report [--out DIR]
 beyondgd segment train   --images DIR --scribbles DIR [--masks DIR] --method adm|gd|pce --lam L
-                         --out DIR
+                         [--norm batch|group] --out DIR
+torchrun --nproc_per_node N -m beyondgd segment train ...   (data-parallel, gloo on the CPU)
 beyondgd segment compare --images DIR --scribbles DIR --masks DIR [--lams L ...] --out DIR
 beyondgd segment predict --model FILE --images DIR --out DIR
 """
@@ -156,13 +157,35 @@ def _load_folder(args: argparse.Namespace, *, need_masks: bool = False):
 
 
 def _cmd_segment_train(args: argparse.Namespace) -> int:
+    import warnings
+
+    from beyondgd.core.distributed import process_group_from_env
+
+    # Under torchrun (WORLD_SIZE in the environment) every rank joins a gloo group (the command
+    # trains on the CPU), trains on its share of each batch, and the group is destroyed at the end.
+    with process_group_from_env(backend="gloo"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="batch norm under")  # the note says it once
+        return _segment_train(args)
+
+
+def _segment_train(args: argparse.Namespace) -> int:
+    from beyondgd.core.distributed import rank, world_size
     from beyondgd.segmentation import SegmentationTrainer, SegNet, save_segnet
 
+    main_rank = rank() == 0
     data = _load_folder(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if world_size() > 1 and main_rank:
+        print(f"data-parallel training on {world_size()} ranks (gloo, CPU)")
+        if args.norm == "batch":
+            print(
+                "note: batch norm is not synchronised across ranks on the CPU (SyncBatchNorm "
+                "needs CUDA): each rank normalises with its own share of the batch, so the "
+                "numbers differ from one process; --norm group needs no synchronisation"
+            )
     torch_seed(args.seed)
-    model = SegNet(data.images.shape[1], data.n_classes, width=args.width)
+    model = SegNet(data.images.shape[1], data.n_classes, width=args.width, norm=args.norm)
     common = dict(
         lr=args.lr,
         batch_size=args.batch_size,
@@ -189,6 +212,8 @@ def _cmd_segment_train(args: argparse.Namespace) -> int:
         checkpoint=out / "finetune.ckpt",
         **common,
     ).fit(data, resume=args.resume)
+    if not main_rank:  # rank 0 writes the model and prints the summary
+        return 0
     save_segnet(
         out / "model.pt",
         model,
@@ -196,6 +221,7 @@ def _cmd_segment_train(args: argparse.Namespace) -> int:
         method=args.method,
         lam=args.lam,
         image_size=list(data.images.shape[-2:]),
+        world_size=world_size(),
     )
     summary = {
         "pretrain": pre.history,
@@ -397,6 +423,13 @@ def _segment_parsers(sub) -> None:
         "--eval-every", type=int, default=0, help="record metrics every N steps (0: at the end)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the network and the batches")
+    p.add_argument(
+        "--norm",
+        choices=("batch", "group"),
+        default="batch",
+        help="the network's normalisation: batch norm, or group norm (per image; needs no "
+        "synchronisation when training on several ranks with torchrun)",
+    )
     p.set_defaults(func=_cmd_segment_train)
 
     p = seg_sub.add_parser(

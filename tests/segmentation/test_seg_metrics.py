@@ -53,11 +53,34 @@ def test_segnet_shapes_odd_sizes_and_round_trip(tmp_path):
     assert info["class_names"] == list("abcde") and info["meta"]["lam"] == 3.0
 
 
+def test_group_norm_segnet_is_per_image_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    net = SegNet(3, 3, width=4, norm="group").train()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    x = torch.rand(4, 3, 16, 16)
+    # training mode: an image's output does not depend on the rest of the batch (batch norm's
+    # does), which is what lets data-parallel ranks skip synchronising the normalisation
+    torch.testing.assert_close(net(x)[:2], net(x[:2]))
+    bn = SegNet(3, 3, width=4).train()
+    assert not torch.allclose(bn(x)[:2], bn(x[:2]))
+    save_segnet(tmp_path / "g.pt", net)
+    loaded, _ = load_segnet(tmp_path / "g.pt")
+    net.eval()
+    assert loaded.norm == "group" and torch.equal(net(x), loaded(x))
+    state = torch.load(tmp_path / "g.pt", weights_only=True)
+    del state["norm"]  # a file written before the option: batch norm
+    save = {**state, "state_dict": SegNet(3, 3, width=4).state_dict()}
+    torch.save(save, tmp_path / "old.pt")
+    assert load_segnet(tmp_path / "old.pt")[0].norm == "batch"
+
+
 def test_segnet_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="n_classes"):
         SegNet(3, 1)
     with pytest.raises(ValueError, match="width"):
         SegNet(3, 2, width=0)
+    with pytest.raises(ValueError, match="norm"):
+        SegNet(3, 2, norm="layer")
     with pytest.raises(ValueError, match="images must have shape"):
         SegNet(3, 2, width=2)(torch.rand(3, 8, 8))
     with pytest.raises(FileNotFoundError, match="does not exist"):

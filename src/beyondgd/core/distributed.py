@@ -194,3 +194,253 @@ def all_ranks_agree(value: torch.Tensor | float) -> bool:
     n = flat.numel()
     # max(x) == -max(-x) == min(x) exactly when every rank holds the same x.
     return bool(torch.equal(both[:n], -both[n:]))
+
+
+# --- helpers for the trainers (data-parallel training under torchrun) -------------------------
+
+__all__ += [
+    "all_gather_cat",
+    "all_reduce_gradients",
+    "broadcast_buffers",
+    "data_parallel",
+    "process_group_from_env",
+    "shard_range",
+]
+
+
+def shard_range(n: int, *, rank_: int | None = None, world_size_: int | None = None) -> slice:
+    """This rank's contiguous share of ``n`` items: the first ``n % world_size`` ranks get one
+    more, so the shares differ by at most one and cover ``0..n-1`` once, in rank order.
+
+    Parameters
+    ----------
+    n : int
+        Number of items (samples of a batch, images of a data set).
+    rank_, world_size_ : int, optional
+        Override the process group's rank and size (for planning; default: this process).
+
+    Returns
+    -------
+    slice
+        ``slice(lo, hi)`` with ``hi - lo`` in ``{n // W, n // W + 1}`` (possibly empty).
+
+    Examples
+    --------
+    >>> shard_range(5)
+    slice(0, 5, None)
+    >>> [shard_range(5, rank_=r, world_size_=2) for r in range(2)]
+    [slice(0, 3, None), slice(3, 5, None)]
+    """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    w = world_size() if world_size_ is None else int(world_size_)
+    r = rank() if rank_ is None else int(rank_)
+    if w < 1 or not 0 <= r < w:
+        raise ValueError(f"rank_ must be in [0, world_size_) and world_size_ >= 1, got {r}, {w}")
+    base, extra = divmod(int(n), w)
+    lo = r * base + min(r, extra)
+    return slice(lo, lo + base + (1 if r < extra else 0))
+
+
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's ``tensor`` along dim 0, in rank order (sizes may differ).
+
+    The first dimension may differ between ranks (uneven shares, even empty ones); the other
+    dimensions and the dtype must agree. The sizes are gathered first, each tensor is padded to
+    the largest and gathered, and the padding is cut off. Without a process group this returns
+    ``tensor`` itself.
+
+    Parameters
+    ----------
+    tensor : torch.Tensor
+        This rank's rows, shape ``(n_r, *rest)``.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(sum_r n_r, *rest)``, the same on every rank.
+
+    Examples
+    --------
+    >>> all_gather_cat(torch.arange(3)).tolist()
+    [0, 1, 2]
+    """
+    if not isinstance(tensor, torch.Tensor) or tensor.dim() < 1:
+        raise TypeError("tensor must be a torch.Tensor with at least one dimension")
+    if not is_distributed():
+        return tensor
+    w = world_size()
+    device = _collective_device(tensor)
+    local = tensor.to(device).contiguous()
+    sizes = torch.zeros(w, dtype=torch.long, device=device)
+    sizes[rank()] = local.shape[0]
+    dist.all_reduce(sizes, op=dist.ReduceOp.SUM)
+    largest = int(sizes.max())
+    padded = torch.zeros((largest, *local.shape[1:]), dtype=local.dtype, device=device)
+    padded[: local.shape[0]] = local
+    parts = [torch.empty_like(padded) for _ in range(w)]
+    dist.all_gather(parts, padded)
+    out = torch.cat([p[: int(s)] for p, s in zip(parts, sizes.tolist())])
+    return out.to(tensor.device)
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy ``src``'s buffers (batch-norm running statistics) to every rank, in place.
+
+    Under data parallelism each rank updates its running statistics from its own share of the
+    batch; call this before an evaluation or a checkpoint so every rank holds the same model.
+    A no-op without a process group or without floating-point buffers.
+
+    Examples
+    --------
+    >>> broadcast_buffers(torch.nn.BatchNorm1d(3))
+    """
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    if not is_distributed():
+        return
+    for buf in module.buffers():
+        device = _collective_device(buf)
+        moved = buf.to(device)
+        dist.broadcast(moved, src)
+        if moved is not buf:
+            buf.copy_(moved)
+
+
+def all_reduce_gradients(parameters) -> None:
+    """Sum the ``.grad`` of ``parameters`` over ranks, in place, in one flat reduction.
+
+    Scale each rank's loss by its share of the global batch (``n_local / n_global`` for a mean)
+    so the sum is the gradient of the loss on the union of the shares. Parameters without a
+    gradient on this rank contribute zeros; every rank must pass the same parameters in the same
+    order. A no-op without a process group.
+
+    Examples
+    --------
+    >>> p = torch.nn.Parameter(torch.ones(2)); p.sum().backward()
+    >>> all_reduce_gradients([p]); p.grad.tolist()
+    [1.0, 1.0]
+    """
+    params = [p for p in parameters if p.requires_grad]
+    if not is_distributed() or not params:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    all_reduce_sum(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+        offset += n
+
+
+def data_parallel(module: torch.nn.Module, **ddp_kwargs) -> torch.nn.Module:
+    """``module`` wrapped in ``DistributedDataParallel`` (returned unchanged alone).
+
+    On CUDA, batch norm layers become ``SyncBatchNorm`` first (in place), so statistics are over
+    the global batch. On CPU no backend synchronises batch norm: a warning says that each rank
+    then normalises with its own share of the batch and names a norm that needs no
+    synchronisation (``SegNet(norm="group")``, ``--norm group``). Run every extra forward
+    (evaluation, proposals) through ``wrapped.module`` so ranks never disagree on collectives.
+
+    Examples
+    --------
+    >>> net = torch.nn.Linear(2, 1)
+    >>> data_parallel(net) is net
+    True
+    """
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    if not is_distributed():
+        return module
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    params = list(module.parameters())
+    device = params[0].device if params else torch.device("cpu")
+    has_bn = any(
+        isinstance(m, _BatchNorm) and not isinstance(m, torch.nn.SyncBatchNorm)
+        for m in module.modules()
+    )
+    if has_bn and device.type == "cuda":
+        for name, child in list(module.named_children()):
+            setattr(module, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    elif has_bn and rank() == 0:
+        import warnings
+
+        warnings.warn(
+            f"batch norm under {world_size()} ranks on {device.type}: SyncBatchNorm needs CUDA, "
+            "so each rank normalises with the statistics of its own share of the batch and the "
+            "result differs from one process on the whole batch; use a norm that needs no "
+            "synchronisation (SegNet(norm='group'), `--norm group` on the command line)",
+            UserWarning,
+            stacklevel=2,
+        )
+    if device.type == "cuda":
+        ddp_kwargs.setdefault("device_ids", [device.index])
+    return torch.nn.parallel.DistributedDataParallel(module, **ddp_kwargs)
+
+
+class process_group_from_env:  # noqa: N801 (used as a context manager, like a function)
+    """Join the process group that ``torchrun`` describes in the environment, and leave it.
+
+    With ``WORLD_SIZE`` set (``torchrun`` sets it, with ``RANK``, ``LOCAL_RANK``,
+    ``MASTER_ADDR`` and ``MASTER_PORT``) and no group yet, the ``with`` block runs in a new
+    default group: NCCL when CUDA is available (each rank on device ``LOCAL_RANK``), gloo
+    otherwise (or ``backend``); the group is destroyed on exit, also after an error. Without
+    ``WORLD_SIZE``, or with a group already there, it does nothing.
+
+    Examples
+    --------
+    >>> with process_group_from_env() as joined:
+    ...     joined, world_size()
+    (False, 1)
+    """
+
+    def __init__(self, backend: str | None = None):
+        self.backend = backend
+        self.created = False
+
+    def __enter__(self) -> bool:
+        import os
+
+        if "WORLD_SIZE" not in os.environ or is_distributed():
+            return False
+        backend = self.backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+        self.created = True
+        return True
+
+    def __exit__(self, *exc_info) -> None:
+        if self.created and is_distributed():
+            dist.destroy_process_group()
+        self.created = False
+
+
+__all__ += ["broadcast_parameters"]
+
+
+def broadcast_parameters(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy ``src``'s parameters to every rank, in place (``DistributedDataParallel`` does this
+    when it wraps a module; trainers that reduce gradients by hand call this once first).
+
+    A no-op without a process group.
+
+    Examples
+    --------
+    >>> broadcast_parameters(torch.nn.Linear(2, 1))
+    """
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for p in module.parameters():
+            device = _collective_device(p)
+            moved = p.detach().to(device)
+            dist.broadcast(moved, src)
+            if moved.data_ptr() != p.data_ptr():
+                p.copy_(moved)

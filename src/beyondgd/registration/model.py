@@ -48,6 +48,15 @@ import torch
 from torch import nn
 
 from beyondgd.core import check_choice, check_finite_tensor, check_int, check_number
+from beyondgd.core.distributed import (
+    all_reduce_gradients,
+    all_reduce_sum,
+    broadcast_buffers,
+    broadcast_parameters,
+    is_distributed,
+    shard_range,
+    world_size,
+)
 from beyondgd.landscape.samplers import SO3Sampler
 from beyondgd.landscape.star_convex import HINGE_TERMS, StarConvexHinge
 from beyondgd.registration.solvers import GaussNewtonResult, _check_cloud, gauss_newton
@@ -217,6 +226,15 @@ class RegistrationTrainer:
     Jacobian column of each unrolled step, ``B`` per hinge point), the cost unit that makes the
     losses comparable at equal budget.
 
+    Under ``torchrun`` (a default process group) :meth:`step` is data-parallel: every rank passes
+    the same batch (the experiments derive it from the step), takes its contiguous share, draws
+    the hinge perturbations of the whole batch from the shared generator and keeps its share of
+    them, weights its loss by its share and sums the gradients over the ranks, so a step equals
+    one process's step on the whole batch; the reported numbers are those of the whole batch. The
+    gradients are all-reduced by hand rather than by ``DistributedDataParallel``: the energy is
+    not a ``forward`` and the unrolled solver differentiates through ``autograd.grad``, which DDP
+    does not support. The first step broadcasts rank 0's weights.
+
     Examples
     --------
     >>> import torch
@@ -284,6 +302,7 @@ class RegistrationTrainer:
         lr = check_number("lr", lr, low=0, low_inclusive=False)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         self.steps = 0
+        self._synced = False  # rank 0's weights broadcast (under torchrun)
 
     def _hinge_energy(self, rotation: torch.Tensor, batch) -> torch.Tensor:
         source, gy = batch
@@ -296,8 +315,10 @@ class RegistrationTrainer:
         rotation: torch.Tensor,
         *,
         generator: torch.Generator | None = None,
+        delta: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The training loss on one batch and its parts (floats, for logging)."""
+        """The training loss on one batch and its parts (floats, for logging); ``delta``
+        (``(S, B, 3)``) replaces the hinge's random draw."""
         stats: dict[str, torch.Tensor] = {}
         total = torch.zeros((), dtype=source.dtype, device=source.device)
         gy = self.model.features(target)  # embedded once, shared by both parts
@@ -324,7 +345,7 @@ class RegistrationTrainer:
             # One stacked energy call for all perturbations suits accelerators; on CPUs the large
             # stacked activations fall out of cache and a loop over the samples is ~2x faster.
             self.hinge.stacked = source.device.type != "cpu"
-            h = self.hinge(rotation, (source, gy), generator=generator)
+            h = self.hinge(rotation, (source, gy), generator=generator, delta=delta)
             stats.update(h.parts)
             stats["hinge"] = h.total
             stats["energy_star"] = h.energy_star
@@ -343,16 +364,51 @@ class RegistrationTrainer:
         generator: torch.Generator | None = None,
     ) -> dict[str, float]:
         """One Adam step on a batch ``(B, N, 3)``, ``(B, M, 3)``, ``(B, 3, 3)``; returns the loss
-        parts and ``evaluations``, the clouds the energy embedded in this step."""
+        parts and ``evaluations``, the clouds the energy embedded in this step (under
+        ``torchrun``: of the whole batch, summed over the ranks, each rank taking its share)."""
         check_finite_tensor("source", source)
         check_finite_tensor("target", target)
         check_finite_tensor("rotation", rotation)
+        b, w = source.shape[0], world_size()
+        if b < w:
+            raise ValueError(
+                f"source holds a batch of {b} pairs, fewer than the {w} ranks: every rank needs "
+                "a share of each batch"
+            )
+        if is_distributed() and not self._synced:
+            broadcast_parameters(self.model)
+            broadcast_buffers(self.model)
+            self._synced = True
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         before = self.model.feature.evaluations
-        total, stats = self.loss(source, target, rotation, generator=generator)
-        total.backward()
+        delta = None
+        if self.hinge is not None:  # the whole batch's draw, so any split gives the same numbers
+            w_star = self.hinge.sampler.check_w_star(rotation)
+            delta = self.hinge.sampler._sample(
+                w_star, self.hinge.n_samples, generator, self.hinge.antithetic
+            )
+        share = shard_range(b)
+        total, stats = self.loss(
+            source[share],
+            target[share],
+            rotation[share],
+            generator=generator,
+            delta=None if delta is None else delta[:, share],
+        )
+        weight = (share.stop - share.start) / b  # every part is a mean over the batch
+        (total * weight).backward()
+        all_reduce_gradients(self.model.parameters())
         self.optimizer.step()
         self.steps += 1
-        stats["evaluations"] = self.model.feature.evaluations - before
+        evaluations = self.model.feature.evaluations - before
+        if is_distributed():
+            keys = sorted(stats)
+            summed = torch.tensor(
+                [stats[k] * weight for k in keys] + [evaluations], dtype=torch.float64
+            )
+            all_reduce_sum(summed)
+            stats = {k: float(v) for k, v in zip(keys, summed[:-1].tolist())}
+            evaluations = int(summed[-1])
+        stats["evaluations"] = evaluations
         return stats

@@ -22,6 +22,18 @@ pass the step uses (the paper's code); ``"cached"`` recomputes it for the whole 
 every ``refresh_every`` steps (the PyTorch follow-up), optionally restricting each image's labels
 to the classes present in its seeds (``restrict_labels``).
 
+Under ``torchrun`` (a default process group; see :mod:`beyondgd.core.distributed`) the trainer
+is data-parallel: every rank draws the same permutation and takes its contiguous share of each
+mini-batch (shares differ by at most one image), the network is wrapped in
+``DistributedDataParallel``, and each rank's loss is scaled so the averaged gradient is the
+gradient of the loss on the whole batch: the pCE and ADM cross-entropies are divided by the
+global number of labelled (resp. proposal) pixels, the regularizer by the global batch size.
+ADM's X-step runs on each rank for its own images (its own pool of ``n_jobs`` processes); the
+cached schedule gathers the labels of all images. Decisions (divergence, the callback's stop) are
+taken by all ranks together; evaluations run on every rank through the unwrapped model; rank 0
+alone writes the checkpoint. Batch norm is synchronised on CUDA (``SyncBatchNorm``); on CPU use
+``SegNet(norm="group")`` for numbers equal to one process on the whole batch.
+
 All methods share the data order, optimizer and step budget; the trainer counts forward/backward
 passes in images and wall time (network and X-step separately). Every ``eval_every`` steps it
 records, on the training set, the grid-CRF objective in relaxed form
@@ -59,6 +71,18 @@ from beyondgd.core import (
     check_int,
     check_number,
     make_generator,
+)
+from beyondgd.core.distributed import (
+    all_gather_cat,
+    all_ranks_agree,
+    all_reduce_sum,
+    any_rank,
+    broadcast_buffers,
+    data_parallel,
+    is_distributed,
+    rank,
+    shard_range,
+    world_size,
 )
 from beyondgd.data.scenes import SegmentationData
 from beyondgd.segmentation.grid import GridWeights, contrast_weights, potts_energy
@@ -136,7 +160,8 @@ class SegmentationTrainer:
         :math:`\\lambda` of the grid-CRF energies recorded at evaluation (default: ``lam``), so
         methods trained with different lambdas can be compared on one objective.
     n_jobs
-        Processes for the X-step (images of a batch solved in parallel).
+        Processes for the X-step (images of a batch solved in parallel); per rank under
+        ``torchrun``.
     seed
         Seeds the mini-batch order.
     checkpoint, checkpoint_every
@@ -230,6 +255,7 @@ class SegmentationTrainer:
         if not params:
             raise ValueError("model has no trainable parameters (requires_grad=True)")
         self.optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        self._net: nn.Module = model  # what training forwards go through (DDP under torchrun)
 
     # ------------------------------------------------------------------ configuration
 
@@ -258,8 +284,8 @@ class SegmentationTrainer:
 
     # ------------------------------------------------------------------ pieces
 
-    def _logits(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.model(images)
+    def _logits(self, images: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+        logits = (self.model if net is None else net)(images)
         if logits.dim() != 4 or logits.shape[0] != images.shape[0]:
             raise ValueError(
                 f"model output must have shape (B, K, H, W) for input {tuple(images.shape)}, "
@@ -326,32 +352,45 @@ class SegmentationTrainer:
         return result.labels
 
     def _all_proposals(self, data, weights, pool) -> torch.Tensor:
+        """X-step labels of every image of ``data``; under ``torchrun`` each rank solves its
+        contiguous share of the images and the labels are gathered (the same on every rank)."""
         was_training = self.model.training
         self.model.eval()
-        out = []
+        share = shard_range(len(data))
+        out = [data.scribbles[:0]]  # an empty share gathers as no rows
+        bad = False
         with torch.no_grad():
-            for start in range(0, len(data), 64):
-                sl = slice(start, start + 64)
-                log_probs = self._log_probs(data.images[sl])
+            for start in range(share.start, share.stop, 64):
+                sl = slice(start, min(start + 64, share.stop))
+                log_probs = F.log_softmax(self._logits(data.images[sl]), 1)
+                if not bool(torch.isfinite(log_probs).all()):
+                    bad = True  # never hand GCO a non-finite unary; all ranks stop below
+                    break
                 out.append(
                     self._proposals(
                         log_probs, weights[sl], data.scribbles[sl], data.ignore_index, pool
                     )
                 )
         self.model.train(was_training)
-        return torch.cat(out)
+        if any_rank(bad):
+            raise _nonfinite_error("the network output")
+        return all_gather_cat(torch.cat(out))
 
-    def _submit_next(self, thread, data, nxt, weights, pool):
-        """Start the X-step of the next batch ``nxt`` in ``thread`` (eval-mode forward now)."""
+    def _submit_next(self, thread, data, nxt, share, weights, pool):
+        """Start the X-step of this rank's share of the next batch ``nxt`` in ``thread``
+        (eval-mode forward now); ``None`` when the network output is not finite."""
+        local = nxt[share]
         self.model.eval()
         try:
             with torch.no_grad():
-                log_probs = self._log_probs(data.images[nxt])
+                log_probs = F.log_softmax(self._logits(data.images[local]), 1)
         finally:
             self.model.train()
-        seeds = data.scribbles[nxt]
+        if not bool(torch.isfinite(log_probs).all()):
+            return None
+        seeds = data.scribbles[local]
         job = thread.submit(
-            self._proposals, log_probs, weights[nxt], seeds, data.ignore_index, pool
+            self._proposals, log_probs, weights[local], seeds, data.ignore_index, pool
         )
         return nxt, job
 
@@ -361,28 +400,62 @@ class SegmentationTrainer:
         return self.grid_loss(probs, weights=weights)
 
     def _step_loss(
-        self, data, idx, weights, cached, pool, given: torch.Tensor | None = None
+        self,
+        data,
+        idx,
+        batch: int,
+        weights,
+        cached,
+        pool,
+        given: torch.Tensor | None = None,
+        bad: bool = False,
     ) -> tuple[torch.Tensor, float]:
+        """This rank's part of the loss of a mini-batch of ``batch`` images, ``idx`` its share.
+
+        The sum over ranks of the returned losses is ``world_size`` times the loss on the whole
+        batch (``DistributedDataParallel`` averages the gradients): cross-entropies are divided
+        by the global pixel counts (one all-reduce, which also carries each rank's ``bad`` flag,
+        so all ranks stop together on a non-finite value)."""
         images, seeds = data.images[idx], data.scribbles[idx]
         ignore = data.ignore_index
-        log_probs = self._log_probs(images)
-        loss = F.nll_loss(log_probs, seeds, ignore_index=ignore)
+        log_probs = F.log_softmax(self._logits(images, self._net), 1)
+        finite = bool(torch.isfinite(log_probs).all())
+        zero = log_probs.new_zeros(())
+        nll = F.nll_loss(log_probs, seeds, ignore_index=ignore, reduction="sum")
+        regularizer, adm_nll = zero, zero
+        n_unlabelled = torch.zeros((), dtype=torch.long)
         xstep = 0.0
         if self.method == "gd" and self.lam > 0:
-            loss = loss + self.lam * self._regularizer(log_probs.exp(), images, weights[idx])
+            reg = self._regularizer(log_probs.exp(), images, weights[idx])  # mean over idx
+            regularizer = self.lam * reg * (len(idx) / batch)
         elif self.method == "adm":
             if given is not None:
                 proposals = given
             elif cached is None:
                 t0 = time.perf_counter()
-                proposals = self._proposals(log_probs, weights[idx], seeds, ignore, pool)
+                proposals = (
+                    self._proposals(log_probs, weights[idx], seeds, ignore, pool)
+                    if finite
+                    else seeds  # never hand GCO a non-finite unary; all ranks stop below
+                )
                 xstep = time.perf_counter() - t0
             else:
                 proposals = cached[idx]
             unlabelled = torch.where(seeds == ignore, proposals, torch.full_like(seeds, ignore))
-            if bool((unlabelled != ignore).any()):
-                loss = loss + self.beta * F.nll_loss(log_probs, unlabelled, ignore_index=ignore)
-        return loss, xstep
+            n_unlabelled = (unlabelled != ignore).sum()
+            adm_nll = F.nll_loss(log_probs, unlabelled, ignore_index=ignore, reduction="sum")
+        parts = torch.stack([nll.detach(), regularizer.detach(), adm_nll.detach()])
+        bad = bad or not finite or not bool(torch.isfinite(parts).all())
+        counts = torch.tensor(
+            [float((seeds != ignore).sum()), float(n_unlabelled), float(bad)], dtype=torch.float64
+        )
+        all_reduce_sum(counts)
+        if counts[2] > 0:
+            raise _nonfinite_error("the training loss")
+        loss = nll / max(float(counts[0]), 1.0) + regularizer
+        if counts[1] > 0:
+            loss = loss + self.beta * adm_nll / float(counts[1])
+        return loss * world_size(), xstep
 
     # ------------------------------------------------------------------ evaluation
 
@@ -404,6 +477,9 @@ class SegmentationTrainer:
         pCE + energy_lam * Potts / N), its per-pixel Potts parts (``potts_relaxed``,
         ``potts_hard``) and the partial cross-entropy. With ``per_image``, also lists of each
         image's mIoU (``image_miou``), ``image_pce`` and ``image_potts_hard``.
+
+        Runs the unwrapped model on the whole of ``data`` (under ``torchrun``, on every rank: no
+        collective, the same numbers everywhere).
         """
         was_training = self.model.training
         self.model.eval()
@@ -477,7 +553,10 @@ class SegmentationTrainer:
     def _save(self, state: dict[str, Any]) -> None:
         if self.checkpoint is None:
             return
-        atomic_torch_save(self.checkpoint, state)
+        if rank() == 0:  # rank 0 writes, atomically
+            atomic_torch_save(self.checkpoint, state)
+        if is_distributed():  # no rank goes on before the file is there
+            torch.distributed.barrier()
 
     def fit(
         self,
@@ -490,6 +569,8 @@ class SegmentationTrainer:
         """Run ``steps`` optimizer steps on ``train`` (which must carry scribbles).
 
         ``callback(record)`` is called after each evaluation; returning ``True`` stops training.
+        Under ``torchrun`` it runs on every rank (with the same record, timings aside) and
+        training stops when it returns ``True`` on any rank.
         """
         if not isinstance(train, SegmentationData):
             raise TypeError(f"train must be a SegmentationData, got {type(train).__name__}")
@@ -500,6 +581,12 @@ class SegmentationTrainer:
         if test is not None:
             self._check_classes(test, "test")
         n = len(train)
+        if self.batch_size < world_size():
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be at least the number of ranks "
+                f"({world_size()}): every rank takes a share of each mini-batch"
+            )
+        share = shard_range(self.batch_size)  # this rank's part of every mini-batch
         weights = contrast_weights(train.images, self.neighbourhood, contrast=self.contrast)
         settings = dict(self.settings(), n_train=n)
         gen = make_generator(self.seed)
@@ -510,7 +597,13 @@ class SegmentationTrainer:
         prefetched: tuple[torch.Tensor, torch.Tensor] | None = None  # (batch, its proposals)
         diverged = False
 
-        if resume and self.checkpoint is not None and self.checkpoint.exists():
+        found = resume and self.checkpoint is not None and self.checkpoint.exists()
+        if resume and self.checkpoint is not None and not all_ranks_agree(float(found)):
+            raise FileNotFoundError(
+                f"checkpoint {self.checkpoint} exists on some ranks only; resuming needs a file "
+                "system that every rank sees"
+            )
+        if found:
             saved = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
             if saved["settings"] != settings:
                 raise ValueError(
@@ -523,10 +616,13 @@ class SegmentationTrainer:
             step, samples = saved["step"], saved["samples"]
             train_seconds, xstep_seconds = saved["train_seconds"], saved["xstep_seconds"]
             history, cached, order = saved["history"], saved["cached"], saved["order"]
-            prefetched = saved["prefetched"]
+            prefetched = saved["prefetched"]  # the whole batch's labels: keep this rank's
+            if prefetched is not None:
+                prefetched = (prefetched[0], prefetched[1][share])
             diverged = saved["diverged"]
 
         def record(at: int) -> dict[str, Any]:
+            broadcast_buffers(self.model)  # every rank evaluates the same (rank 0's) model
             rec: dict[str, Any] = {"step": at, "samples": samples, "epochs": samples / n}
             rec["train_seconds"], rec["xstep_seconds"] = train_seconds, xstep_seconds
             rec.update({f"train_{k}": v for k, v in self.evaluate(train, weights).items()})
@@ -535,6 +631,7 @@ class SegmentationTrainer:
             return rec
 
         def state() -> dict[str, Any]:
+            broadcast_buffers(self.model)
             return {
                 "settings": settings,
                 "model": self.model.state_dict(),
@@ -547,14 +644,17 @@ class SegmentationTrainer:
                 "history": history,
                 "cached": cached,
                 "order": order,
-                "prefetched": prefetched,
+                # the labels of the whole prefetched batch (gathered from the ranks' shares)
+                "prefetched": None
+                if prefetched is None
+                else (prefetched[0], all_gather_cat(prefetched[1])),
                 "diverged": diverged,
             }
 
         use_pool = self.method == "adm" and self.n_jobs > 1
         pool_cm = ExpansionPool(self.n_jobs) if use_pool else contextlib.nullcontext()
         bar = None
-        if self.progress:
+        if self.progress and rank() == 0:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.steps, initial=step, desc=f"{self.method}", unit="step")
@@ -562,57 +662,65 @@ class SegmentationTrainer:
         ahead = 2 if self.overlap else 1  # batches of the order that must be known
         thread = ThreadPoolExecutor(max_workers=1) if self.overlap else None
         future: tuple[torch.Tensor, Future] | None = None
-        with pool_cm as pool:
-            self.model.train()
-            while step < self.steps and not diverged and not stop:
-                t0 = time.perf_counter()
-                while order.numel() < ahead * self.batch_size:  # new epoch: append a shuffle
-                    order = torch.cat([order, torch.randperm(n, generator=gen)])
-                idx, order = order[: self.batch_size], order[self.batch_size :]
-                self.optimizer.zero_grad(set_to_none=True)
-                try:
-                    given, tx = None, time.perf_counter()
-                    if (
-                        self.method == "adm"
-                        and self.schedule == "cached"
-                        and (cached is None or step % self.refresh_every == 0)
-                    ):
-                        cached = self._all_proposals(train, weights, pool)
-                        xstep_seconds += time.perf_counter() - tx
-                    if thread is not None:
-                        if future is not None:
+        self._net = data_parallel(self.model)  # after a resume: DDP broadcasts rank 0's state
+        try:
+            with pool_cm as pool:
+                self.model.train()
+                while step < self.steps and not diverged and not stop:
+                    t0 = time.perf_counter()
+                    while order.numel() < ahead * self.batch_size:  # new epoch: append a shuffle
+                        order = torch.cat([order, torch.randperm(n, generator=gen)])
+                    idx, order = order[: self.batch_size], order[self.batch_size :]
+                    self.optimizer.zero_grad(set_to_none=True)
+                    try:
+                        given, bad, tx = None, False, time.perf_counter()
+                        if (
+                            self.method == "adm"
+                            and self.schedule == "cached"
+                            and (cached is None or step % self.refresh_every == 0)
+                        ):
+                            cached = self._all_proposals(train, weights, pool)
+                            xstep_seconds += time.perf_counter() - tx
+                        if thread is not None:
+                            if future is not None:
+                                prefetched, future = (future[0], future[1].result()), None
+                            if prefetched is not None and torch.equal(prefetched[0], idx):
+                                given = prefetched[1]
+                            prefetched = None
+                            nxt = order[: self.batch_size]
+                            future = self._submit_next(thread, train, nxt, share, weights, pool)
+                            bad = future is None
+                            xstep_seconds += time.perf_counter() - tx
+                        loss, xs = self._step_loss(
+                            train, idx[share], len(idx), weights, cached, pool, given, bad
+                        )
+                    except FloatingPointError:
+                        diverged = True
+                        break
+                    loss.backward()
+                    self.optimizer.step()
+                    step += 1
+                    samples += int(idx.numel())
+                    xstep_seconds += xs
+                    train_seconds += time.perf_counter() - t0
+                    if bar is not None:
+                        bar.update(1)
+                        if world_size() == 1:  # under torchrun this rank holds a share only
+                            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+                    at_eval = self.eval_every and step % self.eval_every == 0 and step < self.steps
+                    if at_eval:
+                        history.append(record(step))
+                        stop = any_rank(bool(callback is not None and callback(history[-1])))
+                    if step % self.checkpoint_every == 0 or at_eval:
+                        if future is not None:  # the checkpoint holds the finished proposals
                             prefetched, future = (future[0], future[1].result()), None
-                        if prefetched is not None and torch.equal(prefetched[0], idx):
-                            given = prefetched[1]
-                        prefetched = None
-                        nxt = order[: self.batch_size]
-                        future = self._submit_next(thread, train, nxt, weights, pool)
-                        xstep_seconds += time.perf_counter() - tx
-                    loss, xs = self._step_loss(train, idx, weights, cached, pool, given)
-                    if not bool(torch.isfinite(loss)):
-                        raise _nonfinite_error("the training loss")
-                except FloatingPointError:
-                    diverged = True
-                    break
-                loss.backward()
-                self.optimizer.step()
-                step += 1
-                samples += int(idx.numel())
-                xstep_seconds += xs
-                train_seconds += time.perf_counter() - t0
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-                at_eval = self.eval_every and step % self.eval_every == 0 and step < self.steps
-                if at_eval:
-                    history.append(record(step))
-                    stop = bool(callback is not None and callback(history[-1]))
-                if step % self.checkpoint_every == 0 or at_eval:
-                    if future is not None:  # the checkpoint holds the finished proposals
-                        prefetched, future = (future[0], future[1].result()), None
-                    self._save(state())
-            if future is not None:
-                prefetched, future = (future[0], future[1].result()), None
+                        self._save(state())
+                if future is not None:
+                    prefetched, future = (future[0], future[1].result()), None
+                if diverged:  # a diverged run is never continued; ranks may differ here
+                    prefetched = None
+        finally:
+            self._net = self.model
         if thread is not None:
             thread.shutdown(wait=True)
         if bar is not None:

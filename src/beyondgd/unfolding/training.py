@@ -1,5 +1,12 @@
 """Training unrolled networks: mini-batch Adam with train / test / generalization-gap tracking,
-early stopping on a validation set, and atomic checkpoints that resume to the same numbers."""
+early stopping on a validation set, and atomic checkpoints that resume to the same numbers.
+
+Under ``torchrun`` (a default process group, see :mod:`beyondgd.core.distributed`) the trainer
+is data-parallel: every rank draws the same permutation and takes a contiguous share of each
+mini-batch, the loss runs through ``DistributedDataParallel`` and is weighted by the share, so
+the averaged gradient is the gradient on the whole batch; evaluations run on every rank through
+the unwrapped model, decisions (divergence, early stopping, the callback's stop) are taken by all
+ranks together, and rank 0 alone writes the checkpoint."""
 
 from __future__ import annotations
 
@@ -24,6 +31,16 @@ from beyondgd.core import (
     check_number,
     finite_or_none,
     make_generator,
+)
+from beyondgd.core.distributed import (
+    all_ranks_agree,
+    any_rank,
+    broadcast_buffers,
+    data_parallel,
+    is_distributed,
+    rank,
+    shard_range,
+    world_size,
 )
 from beyondgd.unfolding.losses import get_loss, log_cosh_loss
 
@@ -80,6 +97,24 @@ def evaluate(
     return result
 
 
+class _TrainingLoss(nn.Module):
+    """``forward(inputs, targets)`` is the trainer's training loss, so the whole loss (a
+    ``training_loss`` hook included) runs inside ``DistributedDataParallel``'s forward."""
+
+    def __init__(
+        self, model: nn.Module, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    ):
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        hook = getattr(self.model, "training_loss", None)
+        if callable(hook):
+            return hook(inputs, targets, self.loss)
+        return self.loss(self.model(inputs), targets)
+
+
 @dataclass
 class TrainingResult:
     """What :meth:`Trainer.fit` returns.
@@ -123,6 +158,10 @@ class Trainer:
 
     If the model has ``training_loss(inputs, targets, loss_fn)`` (as :class:`DECONET` and
     :class:`Continued` do) it defines the loss to back-propagate.
+
+    Under ``torchrun`` each rank trains on a contiguous share of every mini-batch (see the module
+    docstring); the loss must be a mean over the samples of the batch (as ``"mse"`` and
+    ``"log-cosh"`` are) for the result to equal one process on the whole batch.
 
     Parameters
     ----------
@@ -209,10 +248,7 @@ class Trainer:
         }
 
     def _loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        hook = getattr(self.model, "training_loss", None)
-        if callable(hook):
-            return hook(inputs, targets, self.loss_fn)
-        return self.loss_fn(self.model(inputs), targets)
+        return _TrainingLoss(self.model, self.loss_fn)(inputs, targets)
 
     def _evaluate_all(self, train: Pair, test: Pair | None, val: Pair | None) -> dict[str, Any]:
         rec: dict[str, Any] = {}
@@ -232,7 +268,10 @@ class Trainer:
     def _save(self, state: dict[str, Any]) -> None:
         if self.checkpoint is None:
             return
-        atomic_torch_save(self.checkpoint, state)
+        if rank() == 0:  # rank 0 writes, atomically
+            atomic_torch_save(self.checkpoint, state)
+        if is_distributed():  # no rank goes on before the file is there
+            torch.distributed.barrier()
 
     def fit(
         self,
@@ -246,7 +285,8 @@ class Trainer:
         """Train on ``train = (inputs, targets)``; track ``test`` and ``val`` (optional).
 
         ``callback(epoch_record)`` is called after each epoch's checkpoint; returning ``True``
-        stops training. ``resume=True`` continues from ``checkpoint`` when the file exists (it
+        stops training (under ``torchrun`` it runs on every rank, and ``True`` on any rank stops
+        all). ``resume=True`` continues from ``checkpoint`` when the file exists (it
         must come from the same trainer settings).
         """
         train = _check_pair("train", train)
@@ -260,7 +300,13 @@ class Trainer:
         best = {"epoch": 0, "value": math.inf, "state": None}
         bad_epochs, done, diverged, train_seconds = 0, False, False, 0.0
 
-        if resume and self.checkpoint is not None and self.checkpoint.exists():
+        found = resume and self.checkpoint is not None and self.checkpoint.exists()
+        if resume and self.checkpoint is not None and not all_ranks_agree(float(found)):
+            raise FileNotFoundError(
+                f"checkpoint {self.checkpoint} exists on some ranks only; resuming needs a file "
+                "system that every rank sees"
+            )
+        if found:
             saved = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
             if saved["fingerprint"] != fingerprint:
                 raise ValueError(
@@ -278,6 +324,9 @@ class Trainer:
 
         inputs, targets = train
         device = inputs.device
+        # DDP after a resume (it broadcasts rank 0's weights); alone, the loss module itself
+        net = data_parallel(_TrainingLoss(self.model, self.loss_fn))
+        scale = float(world_size())  # DDP averages the gradients over the ranks
         while not done and len(history) < self.max_epochs:
             epoch = len(history) + 1
             self.model.train()
@@ -286,20 +335,27 @@ class Trainer:
             last = torch.zeros(())
             for start in range(0, n_train, self.batch_size):
                 idx = perm[start : start + self.batch_size]
+                local = idx[shard_range(len(idx))]  # this rank's contiguous share
+                weight = scale * len(local) / len(idx)
+                if (
+                    len(local) == 0
+                ):  # fewer samples than ranks: a zero-weight pass keeps DDP in step
+                    local = idx[:1]
                 self.optimizer.zero_grad(set_to_none=True)
-                loss = self._loss(inputs[idx], targets[idx])
+                loss = net(inputs[local], targets[local]) * weight
                 loss.backward()
                 self.optimizer.step()
                 meter.add(idx.numel())
                 last = loss.detach()
             train_seconds += time.perf_counter() - t0
+            broadcast_buffers(self.model)  # every rank evaluates (and saves) rank 0's model
             record = {"epoch": epoch, **self._evaluate_all(train, test, val)}
             monitor = record["val_loss"] if val is not None else record["train_loss"]
             record["monitor"] = monitor
             record["samples"] = meter.samples
             record["train_seconds"] = train_seconds
             history.append(record)
-            if monitor is None or not math.isfinite(float(last)):
+            if any_rank(monitor is None or not math.isfinite(float(last))):
                 diverged, done = True, True
             elif monitor < best["value"] - self.min_delta:
                 best = {
@@ -312,6 +368,7 @@ class Trainer:
                 bad_epochs += 1
                 if self.patience is not None and bad_epochs >= self.patience:
                     done = True
+            done = any_rank(done)  # the records are the same on every rank; make sure of it
             self._save(
                 {
                     "fingerprint": fingerprint,
@@ -328,7 +385,7 @@ class Trainer:
                     "evaluations": meter.evaluations,
                 }
             )
-            if callback is not None and callback(record):
+            if any_rank(bool(callback is not None and callback(record))):
                 break
 
         if self.restore_best and best["state"] is not None:
