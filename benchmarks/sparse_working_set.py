@@ -1,0 +1,203 @@
+"""Working sets + Anderson in ``beyondgd.sparse.solve`` against skglm (issue 15, first part).
+
+    python benchmarks/sparse_working_set.py [--only single|batched] [--repeats N] [--quick]
+                                            [--threads N]
+
+Instances: ``weep_speed.make_instance`` (unit-norm Gaussian columns scaled to skglm's conventions,
+``k = m/8`` nonzeros, noise 0.02). Objective: MCP (``alpha = 0.05 ||X^T y||_inf / m``,
+``gamma = 3``), ``(1/(2m)) ||X w - y||^2 + MCP(w)`` for skglm, the same times ``m`` for beyondgd.
+
+- ``single``: one problem at (160, 400) and (1000, 5000), float32 and float64: time to 1e-6
+  relative suboptimality (against the best objective any run found) of skglm ``MCPRegression``
+  (AndersonCD, JIT warmed up) and beyondgd FISTA / prox-grad with and without working sets and
+  Anderson (K = 5), printed as ratios to skglm measured in the same run (> 1: slower).
+- ``batched``: B = 64 problems of (160, 400), each with its own X, solved in one batched call,
+  against a loop of 64 skglm fits.
+
+Each solver is run at tolerances 1e-3, 1e-4, ... and timed at the first tolerance whose result
+meets the suboptimality target (for every problem of a batch); the time is the median of
+``--repeats`` runs. Next to seconds, beyondgd's products with ``X`` (``result.info["products"]``,
+a product with k of the n columns counting k/n) are printed: a load-independent cost. The machine
+these numbers come from may be loaded: read the seconds as rough.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from beyondgd.penalties import MCP
+from beyondgd.sparse import solve
+from weep_speed import make_instance
+
+SUBOPT = 1e-6
+TOLS = [10.0**-p for p in range(3, 13)]
+VARIANTS = [
+    ("fista", {}),
+    ("fista + anderson", {"anderson": 5}),
+    ("fista + ws", {"working_set": True}),
+    ("fista + ws + anderson", {"working_set": True, "anderson": 5}),
+    ("prox-grad + ws + anderson", {"method": "prox-grad", "working_set": True, "anderson": 5}),
+]
+
+
+def mcp_objective(X, y, w, alpha, gamma=3.0) -> np.ndarray:
+    """skglm's objective in float64, per problem (X: (B, m, n), w: (B, n))."""
+    X, y, w = (torch.as_tensor(a, dtype=torch.float64) for a in (X, y, w))
+    r = (X @ w.unsqueeze(-1)).squeeze(-1) - y
+    m = X.shape[-2]
+    pen = torch.stack([MCP(float(a), gamma)._value(wi).sum() for a, wi in zip(alpha, w)])
+    return (0.5 * (r * r).sum(-1) / m + pen).numpy()
+
+
+def timed(fn, repeats: int):
+    out = None
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def skglm_runs(X, y, alpha, repeats):
+    """(tol, seconds, coefs) for a loop of skglm fits over the problems, per tolerance."""
+    from skglm import MCPRegression
+
+    def fit_all(tol):
+        return np.stack(
+            [
+                MCPRegression(alpha=a, gamma=3.0, fit_intercept=False, tol=tol, max_iter=1000)
+                .fit(Xi, yi)
+                .coef_
+                for Xi, yi, a in zip(X, y, alpha)
+            ]
+        )
+
+    fit_all(1e-12)  # JIT warm-up
+    runs = []
+    for tol in TOLS:
+        t, w = timed(lambda tol=tol: fit_all(tol), repeats)
+        runs.append((tol, t, w))
+    return runs
+
+
+def beyondgd_runs(X, y, alpha, dtype, kw, repeats):
+    """(tol, seconds, coefs, products) for one batched solve per tolerance."""
+    kw = dict(kw)
+    method = kw.pop("method", "fista")
+    A = torch.from_numpy(np.ascontiguousarray(X)).to(dtype)
+    b = torch.from_numpy(y).to(dtype)
+    m = X.shape[-2]
+    if A.shape[0] == 1:
+        A, b = A[0], b[0]
+    pen = MCP(float(alpha[0]), 3.0)
+    assert all(float(a) == float(alpha[0]) for a in alpha) or A.dim() == 2
+    runs = []
+    for tol in TOLS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+
+            def run(tol=tol):
+                return solve(A, b, pen, m, method=method, tol=tol, max_iter=100_000, **kw)
+
+            t, res = timed(run, repeats)
+        x = res.x.double().numpy().reshape(len(X), -1)
+        runs.append((tol, t, x, res.info["products"]))
+    return runs
+
+
+def first_ok(runs, X, y, alpha, f_best):
+    for run in runs:
+        f = mcp_objective(X, y, run[2], alpha)
+        if np.all(f - f_best <= SUBOPT * np.abs(f_best)):
+            return run
+    return None
+
+
+def compare(title, X, y, alpha, repeats, dtypes) -> None:
+    sk = skglm_runs(X, y, alpha, repeats)
+    rows = []
+    for tag, dtype in dtypes:
+        for name, kw in VARIANTS:
+            rows.append((f"beyondgd {name}", tag, beyondgd_runs(X, y, alpha, dtype, kw, repeats)))
+    # best objective any run found, per problem
+    f_best = mcp_objective(X, y, sk[-1][2], alpha)
+    for _, _, runs in rows:
+        for run in runs:
+            f_best = np.minimum(f_best, mcp_objective(X, y, run[2], alpha))
+    ref = first_ok(sk, X, y, alpha, f_best)
+    print(f"\n== {title}")
+    print(f"{'solver':32s} {'dtype':5s} {'tol':>7s} {'seconds':>9s} {'ratio':>7s} {'products':>9s}")
+    t_ref = ref[1] if ref else math.nan
+    print(f"{'skglm MCPRegression (loop)':32s} {'f64':5s} {ref[0]:7.0e} {t_ref:9.4f} {1:7.2f}")
+    for name, tag, runs in rows:
+        ok = first_ok(runs, X, y, alpha, f_best)
+        if ok is None:
+            print(f"{name:32s} {tag:5s}  did not reach {SUBOPT:g} suboptimality")
+            continue
+        tol, t, _, products = ok
+        print(f"{name:32s} {tag:5s} {tol:7.0e} {t:9.4f} {t / t_ref:7.2f} {products:9.1f}")
+
+
+def instance_batch(m, n, seeds):
+    X, y = [], []
+    for s in seeds:
+        Xi, yi, _ = make_instance(m, n, seed=s)
+        X.append(Xi)
+        y.append(yi)
+    X, y = np.stack(X), np.stack(y)
+    alpha = 0.05 * np.abs(np.einsum("bmn,bm->bn", X, y)).max(-1) / m
+    return X, y, alpha
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["single", "batched"], help="run one section")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per point (median)")
+    parser.add_argument("--quick", action="store_true", help="single: only (160, 400)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); timings are rough")
+    try:
+        import skglm  # noqa: F401
+    except ImportError:
+        print('skglm is not installed (pip install "beyondgd[sparse]"): nothing to compare')
+        return
+    dtypes = [("f32", torch.float32), ("f64", torch.float64)]
+    if args.only in (None, "single"):
+        sizes = [(160, 400)] if args.quick else [(160, 400), (1000, 5000)]
+        for m, n in sizes:
+            X, y, alpha = instance_batch(m, n, [0])
+            compare(
+                f"single problem (m, n) = ({m}, {n}), MCP gamma = 3",
+                X,
+                y,
+                alpha,
+                args.repeats,
+                dtypes,
+            )
+    if args.only in (None, "batched"):
+        B, m, n = 64, 160, 400
+        X, y, alpha = instance_batch(m, n, range(B))
+        # one alpha for the batch (the penalty is shared): the largest of the per-problem ones
+        alpha = np.full(B, alpha.max())
+        compare(
+            f"batched: B = {B} problems of ({m}, {n}) at once vs a loop of skglm fits",
+            X,
+            y,
+            alpha,
+            args.repeats,
+            dtypes,
+        )
+
+
+if __name__ == "__main__":
+    main()
