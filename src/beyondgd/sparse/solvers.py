@@ -130,7 +130,7 @@ class _Problem:
         self.A = A
         # products with A, in units of one product with the full matrix (shared by sub-problems)
         self.counter = {"products": 0.0, "n": A.shape[-1]} if counter is None else counter
-        self._unit = A.shape[-1] / self.counter["n"]
+        self._unit = A.shape[-1] / max(self.counter["n"], 1)
         self.shared = A.dim() == 2
         self.y = y  # (B, m)
         self.lam = lam
