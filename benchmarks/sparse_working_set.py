@@ -24,7 +24,6 @@ these numbers come from may be loaded: read the seconds as rough.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import time
 import warnings
@@ -66,30 +65,21 @@ def timed(fn, repeats: int):
     return statistics.median(times), out
 
 
-def skglm_runs(X, y, alpha, repeats):
-    """(tol, seconds, coefs) for a loop of skglm fits over the problems, per tolerance."""
+def skglm_fit_all(X, y, alpha, tol):
     from skglm import MCPRegression
 
-    def fit_all(tol):
-        return np.stack(
-            [
-                MCPRegression(alpha=a, gamma=3.0, fit_intercept=False, tol=tol, max_iter=1000)
-                .fit(Xi, yi)
-                .coef_
-                for Xi, yi, a in zip(X, y, alpha)
-            ]
-        )
-
-    fit_all(1e-12)  # JIT warm-up
-    runs = []
-    for tol in TOLS:
-        t, w = timed(lambda tol=tol: fit_all(tol), repeats)
-        runs.append((tol, t, w))
-    return runs
+    return np.stack(
+        [
+            MCPRegression(alpha=a, gamma=3.0, fit_intercept=False, tol=tol, max_iter=1000)
+            .fit(Xi, yi)
+            .coef_
+            for Xi, yi, a in zip(X, y, alpha)
+        ]
+    )
 
 
-def beyondgd_runs(X, y, alpha, dtype, kw, repeats):
-    """(tol, seconds, coefs, products) for one batched solve per tolerance."""
+def beyondgd_solver(X, y, alpha, dtype, kw):
+    """A function ``tol -> (coefs (B, n) float64, products)`` for one (batched) solve."""
     kw = dict(kw)
     method = kw.pop("method", "fista")
     A = torch.from_numpy(np.ascontiguousarray(X)).to(dtype)
@@ -97,53 +87,53 @@ def beyondgd_runs(X, y, alpha, dtype, kw, repeats):
     m = X.shape[-2]
     if A.shape[0] == 1:
         A, b = A[0], b[0]
+    if not np.all(alpha == alpha[0]):
+        raise ValueError("one alpha per batch (the penalty is shared)")
     pen = MCP(float(alpha[0]), 3.0)
-    assert all(float(a) == float(alpha[0]) for a in alpha) or A.dim() == 2
-    runs = []
-    for tol in TOLS:
+
+    def run(tol):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            res = solve(A, b, pen, m, method=method, tol=tol, max_iter=20_000, **kw)
+        return res.x.double().numpy().reshape(len(X), -1), res.info["products"]
 
-            def run(tol=tol):
-                return solve(A, b, pen, m, method=method, tol=tol, max_iter=100_000, **kw)
-
-            t, res = timed(run, repeats)
-        x = res.x.double().numpy().reshape(len(X), -1)
-        runs.append((tol, t, x, res.info["products"]))
-    return runs
+    return run
 
 
-def first_ok(runs, X, y, alpha, f_best):
-    for run in runs:
-        f = mcp_objective(X, y, run[2], alpha)
+def sweep(fit, X, y, alpha, f_best, tols, repeats):
+    """Time of the first tolerance whose result meets the target: (tol, seconds, extra)."""
+    for tol in tols:
+        t, out = timed(lambda tol=tol: fit(tol), repeats)
+        w, extra = out if isinstance(out, tuple) else (out, None)
+        f = mcp_objective(X, y, w, alpha)
         if np.all(f - f_best <= SUBOPT * np.abs(f_best)):
-            return run
+            return tol, t, extra
     return None
 
 
 def compare(title, X, y, alpha, repeats, dtypes) -> None:
-    sk = skglm_runs(X, y, alpha, repeats)
-    rows = []
-    for tag, dtype in dtypes:
-        for name, kw in VARIANTS:
-            rows.append((f"beyondgd {name}", tag, beyondgd_runs(X, y, alpha, dtype, kw, repeats)))
-    # best objective any run found, per problem
-    f_best = mcp_objective(X, y, sk[-1][2], alpha)
-    for _, _, runs in rows:
-        for run in runs:
-            f_best = np.minimum(f_best, mcp_objective(X, y, run[2], alpha))
-    ref = first_ok(sk, X, y, alpha, f_best)
+    skglm_fit_all(X[:1], y[:1], alpha[:1], 1e-12)  # JIT warm-up
+    # reference: the best of a tight skglm fit and a tight float64 beyondgd solve, per problem
+    f_best = np.minimum(
+        mcp_objective(X, y, skglm_fit_all(X, y, alpha, 1e-12), alpha),
+        mcp_objective(X, y, beyondgd_solver(X, y, alpha, torch.float64, {})(1e-11)[0], alpha),
+    )
     print(f"\n== {title}")
-    print(f"{'solver':32s} {'dtype':5s} {'tol':>7s} {'seconds':>9s} {'ratio':>7s} {'products':>9s}")
-    t_ref = ref[1] if ref else math.nan
-    print(f"{'skglm MCPRegression (loop)':32s} {'f64':5s} {ref[0]:7.0e} {t_ref:9.4f} {1:7.2f}")
-    for name, tag, runs in rows:
-        ok = first_ok(runs, X, y, alpha, f_best)
-        if ok is None:
-            print(f"{name:32s} {tag:5s}  did not reach {SUBOPT:g} suboptimality")
-            continue
-        tol, t, _, products = ok
-        print(f"{name:32s} {tag:5s} {tol:7.0e} {t:9.4f} {t / t_ref:7.2f} {products:9.1f}")
+    print(f"{'solver':34s} {'dtype':5s} {'tol':>7s} {'seconds':>9s} {'ratio':>7s} {'products':>9s}")
+    ref = sweep(lambda tol: skglm_fit_all(X, y, alpha, tol), X, y, alpha, f_best, TOLS, repeats)
+    t_ref = ref[1]
+    print(f"{'skglm MCPRegression (loop)':34s} {'f64':5s} {ref[0]:7.0e} {t_ref:9.4f} {1:7.2f}")
+    for tag, dtype in dtypes:
+        tols = [t for t in TOLS if t >= (1e-8 if dtype == torch.float32 else 0)]
+        for name, kw in VARIANTS:
+            fit = beyondgd_solver(X, y, alpha, dtype, kw)
+            ok = sweep(fit, X, y, alpha, f_best, tols, repeats)
+            label = f"beyondgd {name}"
+            if ok is None:
+                print(f"{label:34s} {tag:5s}  did not reach {SUBOPT:g} suboptimality")
+                continue
+            tol, t, products = ok
+            print(f"{label:34s} {tag:5s} {tol:7.0e} {t:9.4f} {t / t_ref:7.2f} {products:9.1f}")
 
 
 def instance_batch(m, n, seeds):
