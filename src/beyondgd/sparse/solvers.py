@@ -296,13 +296,14 @@ def _anderson_step(prob: _Problem, acc: _Anderson, x, Ax, active) -> tuple[Tenso
     return torch.where(accept, x_acc, x), torch.where(accept, Ax_acc, Ax), accept
 
 
-def _select_working_set(prob: _Problem, score: Tensor, x: Tensor, size: Tensor) -> Tensor:
-    """Union over problems of each problem's ``size`` highest-scoring features (nonzeros first)."""
+def _select_working_set(score: Tensor, x: Tensor, size: Tensor) -> Tensor:
+    """Each problem's ``max(size)`` highest-scoring features (nonzeros first), ``(B, k)`` sorted.
+
+    Every problem gets as many features as the largest set asks for: a superset of its own set.
+    """
     score = torch.where(x != 0, torch.full_like(score, math.inf), score)
     order = torch.argsort(score, dim=-1, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(-1, order, torch.arange(score.shape[-1], device=score.device).expand_as(order))
-    return (rank < size.unsqueeze(-1)).any(dim=0).nonzero().squeeze(-1)
+    return order[:, : max(int(size.max()), 1)].sort(dim=-1).values
 
 
 def _run_working_set(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> Tensor:
@@ -312,7 +313,9 @@ def _run_working_set(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> T
     ``A`` and one with ``A^T``), records it and stops the problems whose full test holds; then each
     remaining problem keeps its nonzeros and its most violating features, ``max(p0, 2 nnz)`` of
     them (at least as many as before, and twice as many when the violation did not decrease), the
-    union over problems is solved by the inner method, warm-started, to ``0.3 x`` the current
+    sub-problems (in a batch every problem takes its own ``k`` best features, ``k`` the largest set
+    asked for, so the sub-problem is one batched problem on ``k`` columns) are solved by the inner
+    method, warm-started, to ``0.3 x`` the current
     violation, and the loop repeats. A problem stops only on the full problem's test.
     """
     inner = _RUNNERS[opts["inner"]]
@@ -334,36 +337,37 @@ def _run_working_set(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> T
         grow = torch.where(viol >= prev_viol, 2 * size, grow).clamp(max=n)
         size = torch.where(rec.active, grow, size)
         prev_viol = viol
-        W = _select_working_set(prob, score, x, torch.where(rec.active, size, 0))
-        sizes.append(int(W.numel()))
+        W = _select_working_set(score, x, torch.where(rec.active, size, 0))  # (B, k)
+        k = W.shape[-1]
+        sizes.append(k)
         limit = torch.where(rec.active, rec.limit - rec.n_iter, torch.zeros_like(rec.n_iter))
         inner_tol = 0.3 * torch.maximum(viol, rec.tol_abs)
-        if W.numel() == n:
+        if k == n:
             sub, xs = prob, x
         else:
-            A_W = prob.A[:, W] if prob.shared else prob.A[:, :, W]
+            if prob.shared and B == 1:
+                A_W = prob.A[:, W[0]]
+            elif prob.shared:  # one column set per problem: the sub-problems become batched
+                A_W = prob.A[:, W].permute(1, 0, 2).contiguous()
+            else:
+                A_W = torch.gather(prob.A, 2, W.unsqueeze(1).expand(-1, prob.A.shape[1], -1))
             L_W = squared_spectral_norm(A_W).reshape(-1, 1)
             L_W = torch.minimum(L_W, torch.as_tensor(prob.L_data, dtype=x.dtype, device=x.device))
             L_W = L_W.clamp_min(torch.finfo(x.dtype).tiny)
             L_W = float(L_W) if L_W.numel() == 1 else L_W
             sub = _Problem(A_W, prob.y, prob.lam, prob.pen, None, L_W, prob.counter)
-            xs = x[:, W]
+            xs = torch.gather(x, 1, W)
         callback = None
         if rec.callback is not None:
 
-            def callback(x_sub, W=W, base=x):
-                full = base.clone()
-                full[..., W] = x_sub
+            def callback(x_sub, W=W, base=x, whole=k == n):
+                full = x_sub if whole else base.scatter(1, W, x_sub)
                 return rec.callback(full[0] if rec.squeeze else full)
 
         inner_rec = _Recorder(inner_tol, limit, callback)
         inner_rec.squeeze = False
         xs = inner(sub, xs, inner_rec, opts)
-        if W.numel() == n:
-            x = xs
-        else:
-            x = x.clone()
-            x[:, W] = xs
+        x = xs if k == n else x.scatter(1, W, xs)
         # frozen problems keep their recorded values in the histories
         started = limit > 0
         last_obj, last_stat = rec.obj[-1], rec.stat[-1]
@@ -757,8 +761,9 @@ def solve(
         problem.
     working_set : bool
         ``"prox-grad"``/``"fista"`` only: solve on a working set of features (the nonzeros and the
-        most violating ones, ``max(ws_start, 2 nnz)`` per problem, the union over a batch) to
-        ``0.3 x`` the current violation, check the full problem's stationarity, grow the set, and
+        most violating ones, ``max(ws_start, 2 nnz)`` per problem; in a batch each problem takes
+        as many as the largest set) to ``0.3 x`` the current violation, check the full problem's
+        stationarity, grow the set, and
         repeat (skglm's strategy [6]_). A problem stops only on the full problem's test, so the
         result meets the same tolerance as without working sets. The histories then hold, per
         outer iteration, the full check followed by the inner iterates (whose stationarity is the
