@@ -763,9 +763,9 @@ def solve(
         ``"prox-grad"``/``"fista"`` only: solve on a working set of features (the nonzeros and the
         most violating ones, ``max(ws_start, 2 nnz)`` per problem; in a batch each problem takes
         as many as the largest set) to ``0.3 x`` the current violation, check the full problem's
-        stationarity, grow the set, and
-        repeat (skglm's strategy [6]_). A problem stops only on the full problem's test, so the
-        result meets the same tolerance as without working sets. The histories then hold, per
+        stationarity, grow the set, and repeat (skglm's strategy [6]_). A problem stops only on
+        the full problem's test, so the result meets the same tolerance as without working
+        sets. The histories then hold, per
         outer iteration, the full check followed by the inner iterates (whose stationarity is the
         sub-problem's). ``result.info`` gives the sizes and the products with ``A``.
     anderson : int
