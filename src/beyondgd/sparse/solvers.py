@@ -83,8 +83,9 @@ class SolveResult:
         The method used.
     info : dict
         ``"products"``: products with ``A`` or ``A^T`` over the whole call (a batched product
-        counts once, a product with ``k`` of the ``n`` columns counts ``k / n``), a
-        load-independent cost; with ``working_set``: ``"working_set_sizes"`` (one per outer
+        counts once, a product with ``k`` of the ``n`` columns counts ``k / n``; the estimate
+        of ``||A||_2^2`` when ``lipschitz`` is not given is not included), a load-independent
+        cost; with ``working_set``: ``"working_set_sizes"`` (one per outer
         iteration) and ``"outer_iter"``; with ``anderson``: ``"anderson_tried"`` and
         ``"anderson_accepted"`` (problems where an extrapolation was accepted).
 
