@@ -85,9 +85,9 @@ class SolveResult:
         ``"products"``: products with ``A`` or ``A^T`` over the whole call (a batched product
         counts once, a product with ``k`` of the ``n`` columns counts ``k / n``; the estimate
         of ``||A||_2^2`` when ``lipschitz`` is not given is not included), a load-independent
-        cost; with ``working_set``: ``"working_set_sizes"`` (one per outer
-        iteration) and ``"outer_iter"``; with ``anderson``: ``"anderson_tried"`` and
-        ``"anderson_accepted"`` (problems where an extrapolation was accepted).
+        cost; with ``working_set``: ``"working_set_sizes"`` (one per outer iteration) and
+        ``"outer_iter"``; with ``anderson``: ``"anderson_tried"`` and ``"anderson_accepted"``
+        (problems where an extrapolation was accepted).
 
     Examples
     --------
@@ -313,11 +313,11 @@ def _run_working_set(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> T
     Each outer iteration computes the full problem's per-coordinate stationarity (one product with
     ``A`` and one with ``A^T``), records it and stops the problems whose full test holds; then each
     remaining problem keeps its nonzeros and its most violating features, ``max(p0, 2 nnz)`` of
-    them (at least as many as before, and twice as many when the violation did not decrease), the
+    them (at least as many as before, and twice as many when the violation did not decrease); the
     sub-problems (in a batch every problem takes its own ``k`` best features, ``k`` the largest set
     asked for, so the sub-problem is one batched problem on ``k`` columns) are solved by the inner
-    method, warm-started, to ``0.3 x`` the current
-    violation, and the loop repeats. A problem stops only on the full problem's test.
+    method, warm-started, to ``0.3 x`` the current violation, and the loop repeats. A problem
+    stops only on the full problem's test.
     """
     inner = _RUNNERS[opts["inner"]]
     B, n = x.shape
