@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from beyondgd.core.validation import check_int
+from beyondgd.core.validation import check_int, check_number
 
 __all__ = ["first_difference_matrix", "squared_spectral_norm"]
 
@@ -65,6 +65,8 @@ def squared_spectral_norm(
     if not isinstance(A, Tensor) or A.dim() not in (2, 3):
         raise ValueError("A must be a tensor of shape (m, n) or (B, m, n)")
     n_power_iter = check_int("n_power_iter", n_power_iter, low=1)
+    safety = check_number("safety", safety, low=1.0)
+    rtol = check_number("rtol", rtol, low=0.0)
     m, n = A.shape[-2:]
     if min(m, n) <= exact_below:
         G = A @ A.transpose(-1, -2) if m <= n else A.transpose(-1, -2) @ A
