@@ -226,6 +226,10 @@ def test_bad_inputs_name_the_argument():
         solve(A, y, WEEP(1.0, 0.1), 0.1, method="lbfgs", working_set=True)
     with pytest.raises(ValueError, match="anderson"):
         solve(A, y, WEEP(1.0, 0.1), 0.1, method="adam", anderson=5)
+    with pytest.raises(ValueError, match="safety"):
+        squared_spectral_norm(A, safety=0.9)
+    with pytest.raises(ValueError, match="rtol"):
+        squared_spectral_norm(A, rtol=-1.0)
 
 
 @pytest.mark.parametrize(
