@@ -2,8 +2,8 @@
 ADM against gradient descent on a scribble-supervised Potts loss
 ================================================================
 
-Scribbles label a few percent of the pixels (the script prints the share). The training loss is the partial cross-entropy on the
-scribbles plus a Potts regulariser,
+Scribbles label a few percent of the pixels (the script prints the share). The training loss
+is the partial cross-entropy on the scribbles plus a Potts regulariser,
 
 .. math::
     L(S) = -\\sum_{p \\in \\Omega_L} \\log S_p^{y_p}
