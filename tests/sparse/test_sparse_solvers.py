@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import Lasso
+from sparse_problems import well_conditioned
 
 from beyondgd.penalties import L1, MCP, SCAD, WEEP, LogSum, QuadEnvelopeL0
 from beyondgd.sparse import (
@@ -97,16 +98,6 @@ def test_l1_equals_scikit_learn_lasso(method):
     assert res.converged
     assert np.allclose(res.x.numpy(), lasso.coef_, atol=1e-6)
     assert (res.x.numpy() != 0).tolist() == (lasso.coef_ != 0).tolist()  # same support
-
-
-def well_conditioned(seed=0, m=200, n=20):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((m, n))
-    X *= np.sqrt(m) / np.linalg.norm(X, axis=0)
-    w = np.zeros(n)
-    w[:5] = rng.choice([-1, 1], 5) * rng.uniform(1, 2, 5)
-    y = X @ w + 0.05 * rng.standard_normal(m)
-    return X, y, w
 
 
 def test_mcp_matches_skglm():

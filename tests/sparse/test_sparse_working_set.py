@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from sparse_problems import well_conditioned
 
 from beyondgd.penalties import L1, MCP, SCAD, WEEP, CappedL1, LogSum, QuadEnvelopeL0
 from beyondgd.sparse import solve, squared_spectral_norm
@@ -100,23 +101,13 @@ def test_batched_working_set_equals_single_full_solves(method, shared):
         assert torch.allclose(batch.x[i], single.x, atol=1e-6, rtol=0)
 
 
-def well_conditioned(seed=0, m=400, n=60):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((m, n))
-    X *= np.sqrt(m) / np.linalg.norm(X, axis=0)
-    w = np.zeros(n)
-    w[:5] = rng.choice([-1, 1], 5) * rng.uniform(1, 2, 5)
-    y = X @ w + 0.05 * rng.standard_normal(m)
-    return X, y, w
-
-
 def test_against_skglm_mcp_l1_and_scad():
     skglm = pytest.importorskip("skglm", reason="skglm (extra 'sparse') is not installed")
     from skglm.datafits import Quadratic
     from skglm.penalties import SCAD as SkSCAD
     from skglm.solvers import AndersonCD
 
-    X, y, w_true = well_conditioned()
+    X, y, w_true = well_conditioned(m=400, n=60)
     m = X.shape[0]
     alpha, gamma = 0.1, 3.0
     # strongly convex objective: a unique minimizer for both solvers

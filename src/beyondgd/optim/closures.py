@@ -148,6 +148,30 @@ def make_closure(
     return closure
 
 
+def _summed_loss_backward(
+    model: nn.Module, loss_fn: Callable[[Any, Any], Tensor], loader: Iterable[Any]
+) -> tuple[Tensor | None, int]:
+    """Backpropagate the *summed* loss over ``loader`` (each batch's mean loss times its size, so
+    the caller divides by N once, N being unknown up front); return that sum (``None`` when no
+    batch had samples) and N."""
+    total: Tensor | None = None
+    n_total = 0
+    with torch.enable_grad():
+        for batch in loader:
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                raise TypeError("loader must yield (inputs, targets) pairs")
+            inputs, targets = batch
+            n = _batch_size(inputs, "inputs")
+            if n == 0:
+                continue
+            loss = loss_fn(model(inputs), targets)
+            (loss * n).backward()
+            part = loss.detach() * n
+            total = part if total is None else total + part
+            n_total += n
+    return total, n_total
+
+
 def full_batch_closure(
     model: nn.Module,
     loss_fn: Callable[[Any, Any], Tensor],
@@ -201,22 +225,7 @@ def full_batch_closure(
 
     def closure() -> Tensor:
         model.zero_grad()
-        total: Tensor | None = None
-        n_total = 0
-        with torch.enable_grad():
-            for batch in loader:
-                if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-                    raise TypeError("loader must yield (inputs, targets) pairs")
-                inputs, targets = batch
-                n = _batch_size(inputs, "inputs")
-                if n == 0:
-                    continue
-                loss = loss_fn(model(inputs), targets)
-                # Weight by batch size now, divide by N once at the end (N unknown up front).
-                (loss * n).backward()
-                part = loss.detach() * n
-                total = part if total is None else total + part
-                n_total += n
+        total, n_total = _summed_loss_backward(model, loss_fn, loader)
         if total is None:
             raise ValueError("loader yielded no samples")
         scale = 1.0 / n_total
@@ -332,20 +341,10 @@ def distributed_full_batch_closure(
     def closure() -> Tensor:
         _check_deterministic(inner)
         inner.zero_grad()
+        local, n_local = _summed_loss_backward(inner, loss_fn, loader)
         total = torch.zeros((), dtype=dtype, device=device)
-        n_local = 0
-        with torch.enable_grad():
-            for batch in loader:
-                if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-                    raise TypeError("loader must yield (inputs, targets) pairs")
-                inputs, targets = batch
-                n = _batch_size(inputs, "inputs")
-                if n == 0:
-                    continue
-                loss = loss_fn(inner(inputs), targets)
-                (loss * n).backward()  # summed loss: divide by the global N once, at the end
-                total = total + loss.detach().to(dtype) * n
-                n_local += n
+        if local is not None:
+            total = total + local.to(dtype)
         # ONE collective per call, the same on every rank:
         # [grad..., loss sum, count, one "has a gradient" flag per parameter].
         has_grad = [float(p.grad is not None) for p in params]
