@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import Lasso
-from sparse_problems import well_conditioned
+from sparse_problems import make_problem, well_conditioned
 
 from beyondgd.penalties import L1, MCP, SCAD, WEEP, LogSum, QuadEnvelopeL0
 from beyondgd.sparse import (
@@ -17,19 +17,6 @@ from beyondgd.sparse import (
 )
 
 F64 = torch.float64
-
-
-def make_problem(m=80, n=200, k=8, noise=0.01, seed=0, B=None):
-    gen = torch.Generator().manual_seed(seed)
-    A = torch.randn(m, n, generator=gen, dtype=F64) / m**0.5
-    shape = (n,) if B is None else (B, n)
-    x = torch.zeros(shape, dtype=F64)
-    amp = (1 + torch.rand(shape[:-1] + (k,), generator=gen, dtype=F64)) * torch.sign(
-        torch.randn(shape[:-1] + (k,), generator=gen, dtype=F64)
-    )
-    x[..., :k] = amp
-    y = x @ A.T + noise * torch.randn(shape[:-1] + (m,), generator=gen, dtype=F64)
-    return A, y, x
 
 
 def stationarity(A, y, pen, lam, x):

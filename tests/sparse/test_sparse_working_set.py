@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import sparse_problems
 import torch
 from sparse_problems import well_conditioned
 
@@ -11,17 +12,8 @@ from beyondgd.sparse import solve, squared_spectral_norm
 F64 = torch.float64
 
 
-def make_problem(m=60, n=300, k=6, noise=0.01, seed=0, B=None, dtype=F64):
-    gen = torch.Generator().manual_seed(seed)
-    A = torch.randn(m, n, generator=gen, dtype=F64) / m**0.5
-    shape = (n,) if B is None else (B, n)
-    x = torch.zeros(shape, dtype=F64)
-    amp = (1 + torch.rand(shape[:-1] + (k,), generator=gen, dtype=F64)) * torch.sign(
-        torch.randn(shape[:-1] + (k,), generator=gen, dtype=F64)
-    )
-    x[..., :k] = amp
-    y = x @ A.T + noise * torch.randn(shape[:-1] + (m,), generator=gen, dtype=F64)
-    return A.to(dtype), y.to(dtype), x
+def make_problem(m=60, n=300, k=6, **kwargs):
+    return sparse_problems.make_problem(m, n, k, **kwargs)
 
 
 def stationarity(A, y, pen, lam, x):
