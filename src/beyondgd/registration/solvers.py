@@ -363,6 +363,41 @@ def _check_cloud(name: str, x: object, *, batched_ok: bool = True) -> torch.Tens
     return x
 
 
+class _CachedNearest:
+    """Exact nearest target point of every moved source point, reusing the last KD-tree answer.
+
+    A point last queried at ``ref`` had nearest neighbour ``q`` at distance ``r1`` and second
+    nearest at ``r2``. After it moved by ``delta = |p - ref|``, ``|p - q| <= r1 + delta`` and every
+    other target point is at least ``r2 - delta`` away, so ``q`` is still the (unique) nearest
+    neighbour while ``2 delta < r2 - r1`` (minus a rounding margin): only the points failing
+    that test are queried again (``k=2``). Late ICP iterations barely move the points, so most
+    queries are skipped, and the answers are the KD-tree's, not an approximation.
+    """
+
+    def __init__(self, targets: np.ndarray, trees: list, n_points: int) -> None:
+        b, m = targets.shape[:2]
+        self.flat, self.trees, self.m = targets.reshape(b * m, 3), trees, m
+        self.ref = np.full((b, n_points, 3), np.nan)  # NaN: never queried, so queried first
+        self.nn = np.zeros((b, n_points), dtype=np.int64)
+        self.gap = np.full((b, n_points), -np.inf)  # r2 - r1 at the reference point
+        self.margin = 1e-9 * (1.0 + float(np.abs(targets).max()))  # rounding of the distances
+
+    def __call__(self, idx: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        diff = moved - self.ref[idx]
+        delta = np.sqrt(np.einsum("bnk,bnk->bn", diff, diff))
+        stale = ~(2.0 * delta < self.gap[idx] - self.margin * (1.0 + delta))  # NaN: stale
+        for k in np.flatnonzero(stale.any(1)):
+            i, rows = idx[k], np.flatnonzero(stale[k])
+            pts = moved[k, rows]
+            d, j = self.trees[i].query(pts, k=2)
+            self.nn[i, rows] = j[:, 0]
+            self.gap[i, rows] = d[:, 1] - d[:, 0]  # inf for a one-point target
+            self.ref[i, rows] = pts
+        matched = self.flat[self.nn[idx] + (idx * self.m)[:, None]]
+        diff = moved - matched
+        return matched, np.sqrt(np.einsum("bnk,bnk->bn", diff, diff))
+
+
 @dataclass
 class ICPResult:
     """Output of :func:`icp`: ``rotation`` ``(B, 3, 3)``, ``translation`` ``(B, 3)``,
@@ -461,28 +496,27 @@ def icp(
         trans = it.detach().cpu().to(torch.float64).clone()
 
     src64 = src.detach().cpu().to(torch.float64)
-    tgt_np = tgt.detach().cpu().to(torch.float64).numpy()
+    tgt_np = np.ascontiguousarray(tgt.detach().cpu().to(torch.float64).numpy())
     trees = [cKDTree(tgt_np[i]) for i in range(b)]
-    src_np = src64.numpy()
+    nearest = _CachedNearest(tgt_np, trees, src64.shape[1])
     prev = np.full(b, np.inf)
     rmse = np.zeros(b)
     iterations = np.zeros(b, dtype=np.int64)
     active = np.ones(b, dtype=bool)
-    matched = np.empty_like(src_np)
-    weights = np.ones(src_np.shape[:2])
+    idx = np.arange(b)
     for _ in range(n_iters):
-        idx = np.flatnonzero(active)
         moved = (src64[idx] @ rot[idx].transpose(1, 2) + trans[idx, None, :]).numpy()
-        for k, i in enumerate(idx):
-            dist, nn = trees[i].query(moved[k])
-            matched[i] = tgt_np[i][nn]
-            if max_distance is not None:
-                keep = dist <= max_distance
-                weights[i] = keep
-                dist = dist[keep]
-            rmse[i] = np.sqrt(np.mean(dist**2)) if dist.size else np.inf
-        p, q = src64[idx], torch.from_numpy(matched[idx])
-        w = torch.from_numpy(weights[idx])
+        matched, dist = nearest(idx, moved)
+        if max_distance is not None:
+            keep = dist <= max_distance
+            count = keep.sum(1)
+            sq = np.where(keep, dist * dist, 0.0).sum(1)
+            rmse[idx] = np.where(count > 0, np.sqrt(sq / np.maximum(count, 1)), np.inf)
+            w = torch.from_numpy(keep.astype(np.float64))
+        else:
+            rmse[idx] = np.sqrt(np.mean(dist * dist, axis=1))
+            w = torch.ones(dist.shape, dtype=torch.float64)
+        p, q = src64[idx], torch.from_numpy(matched)
         if estimate_translation:
             r_new, t_new = _kabsch(p, q, w)
         else:
@@ -495,6 +529,7 @@ def icp(
         active[idx[change]] = False
         if not active.any():
             break
+        idx = np.flatnonzero(active)
     out = ICPResult(
         rotation=rot.to(dtype=dtype, device=device),
         translation=trans.to(dtype=dtype, device=device),
