@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.autograd.forward_ad as fwAD
+from scipy.spatial import cKDTree
 
 from beyondgd.core import check_choice, check_finite_tensor, check_int, check_number
 from beyondgd.registration.geometry import hat, se3_exp, so3_exp
@@ -366,34 +367,65 @@ def _check_cloud(name: str, x: object, *, batched_ok: bool = True) -> torch.Tens
 class _CachedNearest:
     """Exact nearest target point of every moved source point, reusing the last KD-tree answer.
 
-    A point last queried at ``ref`` had nearest neighbour ``q`` at distance ``r1`` and second
-    nearest at ``r2``. After it moved by ``delta = |p - ref|``, ``|p - q| <= r1 + delta`` and every
-    other target point is at least ``r2 - delta`` away, so ``q`` is still the (unique) nearest
-    neighbour while ``2 delta < r2 - r1`` (minus a rounding margin): only the points failing
-    that test are queried again (``k=2``). Late ICP iterations barely move the points, so most
-    queries are skipped, and the answers are the KD-tree's, not an approximation.
+    One KD-tree holds all the target clouds, cloud ``i`` lifted to the 4-D points
+    ``(x, y, z, i L)`` with ``L`` far beyond the clouds' extent, so that one query answers every
+    pair of the batch (a point of pair ``i`` carries the same 4th coordinate, so its distances to
+    its own target are the 3-D ones and every other cloud is at least ``L`` away).
+    A point last queried at ``ref`` got its ``k`` nearest target points (the candidates) and
+    the distance ``r`` of the next one. After it moved by ``delta = |p - ref|``, every
+    non-candidate is at least ``r - delta`` away from it, so the nearest candidate is the
+    nearest target point while its distance plus ``delta`` is below ``r`` (less a rounding
+    margin): only the points failing that test are queried again. ICP moves the points less
+    and less, so most queries are skipped, and the answers are the KD-tree's, not
+    approximations.
     """
 
-    def __init__(self, targets: np.ndarray, trees: list, n_points: int) -> None:
+    def __init__(self, targets: np.ndarray, n_points: int, k: int = 3) -> None:
         b, m = targets.shape[:2]
-        self.flat, self.trees, self.m = targets.reshape(b * m, 3), trees, m
+        self.k, self.m, self.targets = min(k, m), m, targets
+        extent = float(np.abs(targets).max())
+        self.lift = 8.0 * (1.0 + extent)  # L: the 4-D spacing of the clouds
+        self.flat = targets.reshape(b * m, 3)
+        lifted = np.concatenate([self.flat, np.repeat(np.arange(b) * self.lift, m)[:, None]], 1)
+        self.tree = cKDTree(lifted)
         self.ref = np.full((b, n_points, 3), np.nan)  # NaN: never queried, so queried first
-        self.nn = np.zeros((b, n_points), dtype=np.int64)
-        self.gap = np.full((b, n_points), -np.inf)  # r2 - r1 at the reference point
-        self.margin = 1e-9 * (1.0 + float(np.abs(targets).max()))  # rounding of the distances
+        self.cand = np.zeros((b, n_points, self.k), dtype=np.int64)  # flat target indices
+        self.bound = np.full((b, n_points), -np.inf)  # distance of the next target point
+        self.margin = 1e-9 * (1.0 + extent)  # rounding of the distances
+
+    def _query(self, pairs: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates ``(n, k)`` (flat indices) and bounds ``(n,)`` of points of ``pairs``."""
+        lifted = np.concatenate([pts, (pairs * self.lift)[:, None]], 1)
+        d, nn = self.tree.query(lifted, k=self.k + 1)
+        own = (nn // self.m) == pairs[:, None]  # the index past the end is never own
+        cand = nn[:, : self.k]
+        lost = ~own[:, 0]  # farther than L from its own cloud: ask that cloud alone
+        for r in np.flatnonzero(lost):
+            i = pairs[r]
+            dr, nr = cKDTree(self.targets[i]).query(pts[r], k=self.k + 1)
+            d[r], nn[r] = dr, np.where(nr < self.m, nr + i * self.m, nr)
+            own[r] = nr < self.m
+        cand = np.where(own[:, : self.k], nn[:, : self.k], nn[:, :1])
+        return cand, d[:, self.k]
 
     def __call__(self, idx: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         diff = moved - self.ref[idx]
         delta = np.sqrt(np.einsum("bnk,bnk->bn", diff, diff))
-        stale = ~(2.0 * delta < self.gap[idx] - self.margin * (1.0 + delta))  # NaN: stale
-        for k in np.flatnonzero(stale.any(1)):
-            i, rows = idx[k], np.flatnonzero(stale[k])
-            pts = moved[k, rows]
-            d, j = self.trees[i].query(pts, k=2)
-            self.nn[i, rows] = j[:, 0]
-            self.gap[i, rows] = d[:, 1] - d[:, 0]  # inf for a one-point target
-            self.ref[i, rows] = pts
-        matched = self.flat[self.nn[idx] + (idx * self.m)[:, None]]
+        cand = self.cand[idx]
+        diff = moved[:, :, None, :] - np.take(self.flat, cand, axis=0)
+        dist = np.einsum("bnck,bnck->bnc", diff, diff)
+        best = dist.argmin(-1)
+        nearest = np.take_along_axis(cand, best[..., None], -1)[..., 0]
+        dmin = np.sqrt(np.take_along_axis(dist, best[..., None], -1)[..., 0])
+        stale = ~(dmin + delta < self.bound[idx] - self.margin * (1.0 + delta))  # NaN: stale
+        j, rows = np.nonzero(stale)
+        if j.size:
+            i = idx[j]
+            pts = moved[j, rows]
+            found, bound = self._query(i, pts)
+            self.cand[i, rows], self.bound[i, rows], self.ref[i, rows] = found, bound, pts
+            nearest[j, rows] = found[:, 0]
+        matched = np.take(self.flat, nearest, axis=0)
         diff = moved - matched
         return matched, np.sqrt(np.einsum("bnk,bnk->bn", diff, diff))
 
@@ -455,8 +487,6 @@ def icp(
     .. [1] P. J. Besl, N. D. McKay, "A Method for Registration of 3-D Shapes", IEEE TPAMI 14(2),
        1992.
     """
-    from scipy.spatial import cKDTree
-
     _check_cloud("source", source)
     _check_cloud("target", target)
     if source.ndim != target.ndim or source.ndim not in (2, 3):
@@ -497,8 +527,7 @@ def icp(
 
     src64 = src.detach().cpu().to(torch.float64)
     tgt_np = np.ascontiguousarray(tgt.detach().cpu().to(torch.float64).numpy())
-    trees = [cKDTree(tgt_np[i]) for i in range(b)]
-    nearest = _CachedNearest(tgt_np, trees, src64.shape[1])
+    nearest = _CachedNearest(tgt_np, src64.shape[1])
     prev = np.full(b, np.inf)
     rmse = np.zeros(b)
     iterations = np.zeros(b, dtype=np.int64)
