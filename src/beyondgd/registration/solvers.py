@@ -367,46 +367,35 @@ def _check_cloud(name: str, x: object, *, batched_ok: bool = True) -> torch.Tens
 class _CachedNearest:
     """Exact nearest target point of every moved source point, reusing the last KD-tree answer.
 
-    One KD-tree holds all the target clouds, cloud ``i`` lifted to the 4-D points
-    ``(x, y, z, i L)`` with ``L`` far beyond the clouds' extent, so that one query answers every
-    pair of the batch (a point of pair ``i`` carries the same 4th coordinate, so its distances to
-    its own target are the 3-D ones and every other cloud is at least ``L`` away).
-    A point last queried at ``ref`` got its ``k`` nearest target points (the candidates) and
-    the distance ``r`` of the next one. After it moved by ``delta = |p - ref|``, every
-    non-candidate is at least ``r - delta`` away from it, so the nearest candidate is the
-    nearest target point while its distance plus ``delta`` is below ``r`` (less a rounding
-    margin): only the points failing that test are queried again. ICP moves the points less
-    and less, so most queries are skipped, and the answers are the KD-tree's, not
-    approximations.
+    A point last queried at ``ref`` (in its pair's KD-tree) got its ``k`` nearest target points
+    (the candidates) and the distance ``r`` of the next one. After it moved by
+    ``delta = |p - ref|``, every non-candidate is at least ``r - delta`` away from it, so the
+    nearest candidate is the nearest target point while its distance plus ``delta`` is below
+    ``r`` (less a rounding margin): only the points failing that test are queried again, with
+    one KD-tree call per pair that has any. ICP moves the points less and less, so most queries
+    are skipped, and the answers are the KD-tree's, not approximations.
     """
 
-    def __init__(self, targets: np.ndarray, n_points: int, k: int = 3) -> None:
+    def __init__(self, targets: np.ndarray, n_points: int, k: int = 2) -> None:
         b, m = targets.shape[:2]
-        self.k, self.m, self.targets = min(k, m), m, targets
-        extent = float(np.abs(targets).max())
-        self.lift = 8.0 * (1.0 + extent)  # L: the 4-D spacing of the clouds
+        self.k, self.m = min(k, m), m
         self.flat = targets.reshape(b * m, 3)
-        lifted = np.concatenate([self.flat, np.repeat(np.arange(b) * self.lift, m)[:, None]], 1)
-        self.tree = cKDTree(lifted)
+        self.trees = [cKDTree(t) for t in targets]
         self.ref = np.full((b, n_points, 3), np.nan)  # NaN: never queried, so queried first
         self.cand = np.zeros((b, n_points, self.k), dtype=np.int64)  # flat target indices
         self.bound = np.full((b, n_points), -np.inf)  # distance of the next target point
-        self.margin = 1e-9 * (1.0 + extent)  # rounding of the distances
+        self.margin = 1e-9 * (1.0 + float(np.abs(targets).max()))  # rounding of the distances
 
     def _query(self, pairs: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates ``(n, k)`` (flat indices) and bounds ``(n,)`` of points of ``pairs``."""
-        lifted = np.concatenate([pts, (pairs * self.lift)[:, None]], 1)
-        d, nn = self.tree.query(lifted, k=self.k + 1)
-        own = (nn // self.m) == pairs[:, None]  # the index past the end is never own
-        cand = nn[:, : self.k]
-        lost = ~own[:, 0]  # farther than L from its own cloud: ask that cloud alone
-        for r in np.flatnonzero(lost):
-            i = pairs[r]
-            dr, nr = cKDTree(self.targets[i]).query(pts[r], k=self.k + 1)
-            d[r], nn[r] = dr, np.where(nr < self.m, nr + i * self.m, nr)
-            own[r] = nr < self.m
-        cand = np.where(own[:, : self.k], nn[:, : self.k], nn[:, :1])
-        return cand, d[:, self.k]
+        """Candidates ``(n, k)`` (flat indices) and bounds ``(n,)`` of points of ``pairs``
+        (sorted)."""
+        d = np.empty((len(pts), self.k + 1))
+        nn = np.empty((len(pts), self.k + 1), dtype=np.int64)
+        cuts = np.flatnonzero(np.diff(pairs)) + 1
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(pts)]):
+            d[lo:hi], nn[lo:hi] = self.trees[pairs[lo]].query(pts[lo:hi], k=self.k + 1)
+        cand = np.where(nn[:, : self.k] < self.m, nn[:, : self.k], nn[:, :1])
+        return cand + (pairs * self.m)[:, None], d[:, self.k]
 
     def __call__(self, idx: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         diff = moved - self.ref[idx]
