@@ -339,17 +339,21 @@ def _kabsch(p, q, w, center: bool = True):
     if center:
         mp, mq = (wn * p).sum(-2), (wn * q).sum(-2)
         p, q = p - mp[..., None, :], q - mq[..., None, :]
-    cov = (wn * p).transpose(-1, -2) @ q  # (..., 3, 3) = sum w p q^T
-    u, _, vh = torch.linalg.svd(cov)
-    d = torch.sign(torch.linalg.det(vh.transpose(-1, -2) @ u.transpose(-1, -2)))
-    d = torch.where(d == 0, torch.ones_like(d), d)
-    diag = torch.ones(*d.shape, 3, dtype=p.dtype, device=p.device)
-    diag[..., 2] = d
-    rot = vh.transpose(-1, -2) @ (diag[..., None] * u.transpose(-1, -2))
+    rot = _proper_rotation((wn * p).transpose(-1, -2) @ q)  # of sum w p q^T
     if not center:
         return rot, torch.zeros_like(rot[..., 0])
     t = mq - (rot @ mp[..., None])[..., 0]
     return rot, t
+
+
+def _proper_rotation(cov):
+    """The rotation maximising ``tr(R cov)``: ``V diag(1, 1, det(V U^T)) U^T``."""
+    u, _, vh = torch.linalg.svd(cov)
+    d = torch.sign(torch.linalg.det(vh.transpose(-1, -2) @ u.transpose(-1, -2)))
+    d = torch.where(d == 0, torch.ones_like(d), d)
+    diag = torch.ones(*d.shape, 3, dtype=cov.dtype, device=cov.device)
+    diag[..., 2] = d
+    return vh.transpose(-1, -2) @ (diag[..., None] * u.transpose(-1, -2))
 
 
 def _check_cloud(name: str, x: object, *, batched_ok: bool = True) -> torch.Tensor:
@@ -416,7 +420,7 @@ class _CachedNearest:
             nearest[j, rows] = found[:, 0]
         matched = np.take(self.flat, nearest, axis=0)
         diff = moved - matched
-        return matched, np.sqrt(np.einsum("bnk,bnk->bn", diff, diff))
+        return matched, np.einsum("bnk,bnk->bn", diff, diff)
 
 
 @dataclass
@@ -517,28 +521,38 @@ def icp(
     src64 = src.detach().cpu().to(torch.float64)
     tgt_np = np.ascontiguousarray(tgt.detach().cpu().to(torch.float64).numpy())
     nearest = _CachedNearest(tgt_np, src64.shape[1])
+    # unit weights: the source centroid is fixed and sum (p - mp)(q - mq)^T = sum (p - mp) q^T
+    src_mean = src64.mean(1)
+    src_centered_t = (src64 - src_mean[:, None, :]).transpose(1, 2).contiguous()
     prev = np.full(b, np.inf)
     rmse = np.zeros(b)
     iterations = np.zeros(b, dtype=np.int64)
     active = np.ones(b, dtype=bool)
     idx = np.arange(b)
     for _ in range(n_iters):
-        moved = (src64[idx] @ rot[idx].transpose(1, 2) + trans[idx, None, :]).numpy()
-        matched, dist = nearest(idx, moved)
+        sel = slice(None) if len(idx) == b else torch.from_numpy(idx)
+        moved = torch.baddbmm(trans[sel, None, :], src64[sel], rot[sel].transpose(1, 2)).numpy()
+        matched, sq = nearest(idx, moved)
+        q = torch.from_numpy(matched)
         if max_distance is not None:
-            keep = dist <= max_distance
+            keep = sq <= max_distance * max_distance
             count = keep.sum(1)
-            sq = np.where(keep, dist * dist, 0.0).sum(1)
-            rmse[idx] = np.where(count > 0, np.sqrt(sq / np.maximum(count, 1)), np.inf)
+            total = np.where(keep, sq, 0.0).sum(1)
+            rmse[idx] = np.where(count > 0, np.sqrt(total / np.maximum(count, 1)), np.inf)
             w = torch.from_numpy(keep.astype(np.float64))
+            if estimate_translation:
+                r_new, t_new = _kabsch(src64[sel], q, w)
+            else:
+                r_new = _kabsch(src64[sel], q, w, center=False)[0]
         else:
-            rmse[idx] = np.sqrt(np.mean(dist * dist, axis=1))
-            w = torch.ones(dist.shape, dtype=torch.float64)
-        p, q = src64[idx], torch.from_numpy(matched)
-        if estimate_translation:
-            r_new, t_new = _kabsch(p, q, w)
-        else:
-            r_new = _kabsch(p, q, w, center=False)[0]
+            rmse[idx] = np.sqrt(sq.mean(1))
+            if estimate_translation:
+                mq = q.mean(1)
+                r_new = _proper_rotation(src_centered_t[sel] @ q)
+                t_new = mq - (r_new @ src_mean[sel, :, None])[..., 0]
+            else:
+                r_new = _proper_rotation(src64[sel].transpose(1, 2) @ q)
+        if not estimate_translation:
             t_new = torch.zeros(len(idx), 3, dtype=torch.float64)
         rot[idx], trans[idx] = r_new, t_new
         iterations[idx] += 1
