@@ -462,8 +462,13 @@ def icp(
     built once per target cloud) and solves the rigid fit of those pairs in closed form
     (:func:`kabsch`; rotation only when ``estimate_translation=False``). Pairs farther than
     ``max_distance`` are ignored. A datum stops when the relative change of its RMSE is below
-    ``tol``. Batched: ``source`` ``(B, N, 3)``, ``target`` ``(B, M, 3)`` (or both unbatched),
-    computed in float64 and returned in the input dtype.
+    ``tol``, and costs nothing afterwards. Batched: ``source`` ``(B, N, 3)``, ``target``
+    ``(B, M, 3)`` (or both unbatched), computed in float64 and returned in the input dtype.
+    The matches are exact, but a KD-tree query is made only for the points whose last answer
+    may have changed: each point keeps its 2 nearest target points and the distance of the
+    3rd from where it was last queried, and while it has moved less than the margin these
+    leave, its nearest target point is the nearer of the two (a bound from the triangle
+    inequality); the other points are queried together, one KD-tree call per pair.
 
     Examples
     --------
