@@ -371,8 +371,8 @@ def _check_cloud(name: str, x: object, *, batched_ok: bool = True) -> torch.Tens
 class _CachedNearest:
     """Exact nearest target point of every moved source point, reusing the last KD-tree answer.
 
-    A point last queried at ``ref`` (in its pair's KD-tree) got its ``k`` nearest target points
-    (the candidates) and the distance ``r`` of the next one. After it moved by
+    A point last queried at ``ref`` (in its pair's KD-tree) got its 2 nearest target points
+    (the candidates) and the distance ``r`` of the 3rd. After it moved by
     ``delta = |p - ref|``, every non-candidate is at least ``r - delta`` away from it, so the
     nearest candidate is the nearest target point while its distance plus ``delta`` is below
     ``r`` (less a rounding margin): only the points failing that test are queried again, with
@@ -380,47 +380,53 @@ class _CachedNearest:
     are skipped, and the answers are the KD-tree's, not approximations.
     """
 
-    def __init__(self, targets: np.ndarray, n_points: int, k: int = 2) -> None:
+    def __init__(self, targets: np.ndarray, n_points: int) -> None:
         b, m = targets.shape[:2]
-        self.k, self.m = min(k, m), m
+        self.b, self.m = b, m
         self.flat = targets.reshape(b * m, 3)
         self.trees = [cKDTree(t) for t in targets]
         self.ref = np.full((b, n_points, 3), np.nan)  # NaN: never queried, so queried first
-        self.cand = np.zeros((b, n_points, self.k), dtype=np.int64)  # flat target indices
-        self.bound = np.full((b, n_points), -np.inf)  # distance of the next target point
-        self.margin = 1e-9 * (1.0 + float(np.abs(targets).max()))  # rounding of the distances
+        self.cand = np.zeros((b, n_points, 2, 3))  # the 2 candidates' coordinates
+        self.bound = np.full((b, n_points), np.nan)  # distance of the 3rd nearest from ref
+        self.extent = float(np.abs(targets).max())
 
     def _query(self, pairs: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates ``(n, k)`` (flat indices) and bounds ``(n,)`` of points of ``pairs``
+        """Candidates ``(n, 2)`` (flat indices) and bounds ``(n,)`` of points of ``pairs``
         (sorted)."""
-        d = np.empty((len(pts), self.k + 1))
-        nn = np.empty((len(pts), self.k + 1), dtype=np.int64)
+        d = np.empty((len(pts), 3))
+        nn = np.empty((len(pts), 3), dtype=np.int64)
         cuts = np.flatnonzero(np.diff(pairs)) + 1
         for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(pts)]):
-            d[lo:hi], nn[lo:hi] = self.trees[pairs[lo]].query(pts[lo:hi], k=self.k + 1)
-        cand = np.where(nn[:, : self.k] < self.m, nn[:, : self.k], nn[:, :1])
-        return cand + (pairs * self.m)[:, None], d[:, self.k]
+            d[lo:hi], nn[lo:hi] = self.trees[pairs[lo]].query(pts[lo:hi], k=3)
+        cand = np.where(nn[:, :2] < self.m, nn[:, :2], nn[:, :1])  # a target of < 3 points
+        return cand + (pairs * self.m)[:, None], d[:, 2]
 
     def __call__(self, idx: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        diff = moved - self.ref[idx]
+        """Nearest target points ``(A, N, 3)`` of ``moved`` (of the pairs ``idx``) and their
+        squared distances ``(A, N)``."""
+        sel = slice(None) if len(idx) == self.b else idx
+        diff = moved - self.ref[sel]
         delta = np.sqrt(np.einsum("bnk,bnk->bn", diff, diff))
-        cand = self.cand[idx]
-        diff = moved[:, :, None, :] - np.take(self.flat, cand, axis=0)
-        dist = np.einsum("bnck,bnck->bnc", diff, diff)
-        best = dist.argmin(-1)
-        nearest = np.take_along_axis(cand, best[..., None], -1)[..., 0]
-        dmin = np.sqrt(np.take_along_axis(dist, best[..., None], -1)[..., 0])
-        stale = ~(dmin + delta < self.bound[idx] - self.margin * (1.0 + delta))  # NaN: stale
+        cand = self.cand[sel]
+        diff = moved[:, :, None, :] - cand
+        sq2 = np.einsum("bnck,bnck->bnc", diff, diff)
+        second = sq2[..., 1] < sq2[..., 0]
+        sq = np.where(second, sq2[..., 1], sq2[..., 0])
+        matched = np.where(second[..., None], cand[..., 1, :], cand[..., 0, :])
+        # rounding of the distances: far above the float64 errors of coordinates this large
+        margin = 1e-9 * (1.0 + self.extent + np.abs(moved).max() + delta)
+        stale = ~(np.sqrt(sq) + delta < self.bound[sel] - margin)  # NaN (never queried): stale
         j, rows = np.nonzero(stale)
         if j.size:
             i = idx[j]
             pts = moved[j, rows]
             found, bound = self._query(i, pts)
-            self.cand[i, rows], self.bound[i, rows], self.ref[i, rows] = found, bound, pts
-            nearest[j, rows] = found[:, 0]
-        matched = np.take(self.flat, nearest, axis=0)
-        diff = moved - matched
-        return matched, np.einsum("bnk,bnk->bn", diff, diff)
+            near = np.take(self.flat, found, axis=0)
+            self.cand[i, rows], self.bound[i, rows], self.ref[i, rows] = near, bound, pts
+            matched[j, rows] = near[:, 0]
+            diff = pts - near[:, 0]
+            sq[j, rows] = np.einsum("nk,nk->n", diff, diff)
+        return matched, sq
 
 
 @dataclass
