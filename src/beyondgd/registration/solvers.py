@@ -39,7 +39,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.autograd.forward_ad as fwAD
-from scipy.spatial import cKDTree
 
 from beyondgd.core import check_choice, check_finite_tensor, check_int, check_number
 from beyondgd.registration.geometry import hat, se3_exp, so3_exp
@@ -381,6 +380,8 @@ class _CachedNearest:
     """
 
     def __init__(self, targets: np.ndarray, n_points: int) -> None:
+        from scipy.spatial import cKDTree  # on first use, as before
+
         b, m = targets.shape[:2]
         self.b, self.m = b, m
         self.flat = targets.reshape(b * m, 3)
