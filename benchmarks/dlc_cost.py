@@ -1,6 +1,6 @@
 """DLC's cost: training-step time against the baseline, and test-time solver throughput.
 
-    python benchmarks/dlc_cost.py [--quick]
+    python benchmarks/dlc_cost.py [--quick] [--only training|throughput|icp]
 
 1. Training step of the registration model (PointNet energy, batch 16, 256 points): the unrolled
    baseline, baseline + hinges (``dlc``) and energy + hinges (``prise``). The hinges need
@@ -12,7 +12,8 @@
    Debian package): beyondgd's batched ICP, the learned model's Gauss-Newton (10 iterations), and
    open3d's ``registration_icp`` (point-to-point, same iteration cap and tolerance), with each
    one's success rate (< 5 deg) for context, and each one's throughput as a ratio to open3d's
-   (> 1: faster). open3d is optional (``pip install open3d-cpu``).
+   (> 1: faster). open3d is optional (``pip install open3d-cpu``). ``--only icp``: just the
+   two ICPs (no training step, no Gauss-Newton).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def _open3d_icp(pairs, n_iters: int):
     return run
 
 
-def bench_throughput(meshes, source: str, quick: bool) -> None:
+def bench_throughput(meshes, source: str, quick: bool, gauss_newton: bool = True) -> None:
     n_pairs = 32 if quick else 128
     repeats = 2 if quick else 5
     n_iters = 30
@@ -117,14 +118,15 @@ def bench_throughput(meshes, source: str, quick: bool) -> None:
     err = geodesic_error(ours(), pairs.rotation, degrees=True)
     rows.append(("beyondgd icp (batched, KD-tree)", t, err))
 
-    torch.manual_seed(0)
-    model = PointNetRegistration((32, 64, 128)).eval()  # untrained: only the speed matters
+    if gauss_newton:
+        torch.manual_seed(0)
+        model = PointNetRegistration((32, 64, 128)).eval()  # untrained: only the speed matters
 
-    def gn():
-        return model.register(pairs.source, pairs.target, n_iters=10).w
+        def gn():
+            return model.register(pairs.source, pairs.target, n_iters=10).w
 
-    t = median_time(gn, repeats)
-    rows.append(("beyondgd Gauss-Newton (10 it, untrained net)", t, None))
+        t = median_time(gn, repeats)
+        rows.append(("beyondgd Gauss-Newton (10 it, untrained net)", t, None))
 
     o3d_run = _open3d_icp(pairs, n_iters)
     if isinstance(o3d_run, str):
@@ -150,6 +152,9 @@ def bench_throughput(meshes, source: str, quick: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer pairs and repeats")
+    parser.add_argument(
+        "--only", choices=("training", "throughput", "icp"), help="run one section only"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     try:
@@ -158,8 +163,10 @@ def main(argv: list[str] | None = None) -> None:
         meshes = procedural_shapes(20, seed=1, kinds=("superquadric", "blob"))
         source = "procedural shapes (CGAL meshes missing: apt-get install libcgal-demo)"
     t0 = time.perf_counter()
-    bench_training(meshes, args.quick)
-    bench_throughput(meshes, source, args.quick)
+    if args.only in (None, "training"):
+        bench_training(meshes, args.quick)
+    if args.only in (None, "throughput", "icp"):
+        bench_throughput(meshes, source, args.quick, gauss_newton=args.only != "icp")
     print(
         f"\n(total {time.perf_counter() - t0:.0f} s; one torch thread; torch {torch.__version__})"
     )

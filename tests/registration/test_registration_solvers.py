@@ -2,9 +2,11 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from beyondgd.data import make_registration_pairs, procedural_shapes
 from beyondgd.registration import (
     PointNetRegistration,
     gauss_newton,
@@ -208,3 +210,127 @@ def test_icp_max_distance_ignores_far_outliers():
     robust = icp(x_out, y, n_iters=50, max_distance=1.0)
     assert float(geodesic_error(robust.rotation, r)) < 1e-6
     assert float(geodesic_error(plain.rotation, r)) > float(geodesic_error(robust.rotation, r))
+
+
+# ------------------------------------------------------- ICP against the straightforward loop
+
+
+def _reference_icp(src, tgt, n_iters, tol, estimate_translation=True, max_distance=None):
+    """The former implementation: one cKDTree query per pair per iteration, then Kabsch."""
+    from scipy.spatial import cKDTree
+
+    from beyondgd.registration.solvers import _kabsch
+
+    b = src.shape[0]
+    rot, trans = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1), torch.zeros(b, 3).double()
+    tgt_np = tgt.numpy()
+    trees = [cKDTree(t) for t in tgt_np]
+    prev, rmse = np.full(b, np.inf), np.zeros(b)
+    iterations, active = np.zeros(b, dtype=np.int64), np.ones(b, dtype=bool)
+    matched, weights = np.empty(src.shape), np.ones(src.shape[:2])
+    for _ in range(n_iters):
+        idx = np.flatnonzero(active)
+        moved = (src[idx] @ rot[idx].transpose(1, 2) + trans[idx, None, :]).numpy()
+        for k, i in enumerate(idx):
+            dist, nn = trees[i].query(moved[k])
+            matched[i] = tgt_np[i][nn]
+            if max_distance is not None:
+                weights[i] = dist <= max_distance
+                dist = dist[dist <= max_distance]
+            rmse[i] = np.sqrt(np.mean(dist**2)) if dist.size else np.inf
+        p, q, w = src[idx], torch.from_numpy(matched[idx]), torch.from_numpy(weights[idx])
+        if estimate_translation:
+            rot[idx], trans[idx] = _kabsch(p, q, w)
+        else:
+            rot[idx] = _kabsch(p, q, w, center=False)[0]
+        iterations[idx] += 1
+        change = np.abs(prev[idx] - rmse[idx]) <= tol * np.maximum(rmse[idx], 1e-12)
+        prev[idx] = rmse[idx]
+        active[idx[change]] = False
+        if not active.any():
+            break
+    return rot, trans, torch.from_numpy(rmse), torch.from_numpy(iterations)
+
+
+def _shape_pairs(n_pairs, n_points, seed):
+    shapes = procedural_shapes(4, seed=seed, kinds=("superquadric", "blob"))
+    pairs = make_registration_pairs(
+        shapes, n_pairs, n_points=n_points, angle_range=(0.0, 60.0), seed=seed,
+        dtype=torch.float64,
+    )  # fmt: skip
+    return pairs.source, pairs.target
+
+
+@pytest.mark.parametrize(
+    "estimate_translation, max_distance", [(True, None), (False, None), (True, 0.3)]
+)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_icp_equals_the_per_pair_reference(estimate_translation, max_distance, seed):
+    src, tgt = _shape_pairs(12, 96, seed)
+    kw = dict(estimate_translation=estimate_translation, max_distance=max_distance)
+    out = icp(src, tgt, n_iters=30, tol=1e-6, **kw)
+    rot, trans, rmse, iterations = _reference_icp(src, tgt, 30, 1e-6, **kw)
+    assert float((out.rotation - rot).abs().max()) < 1e-6
+    assert float((out.translation - trans).abs().max()) < 1e-6
+    assert torch.allclose(out.rmse, rmse, rtol=1e-9, atol=1e-12)
+    assert torch.equal(out.iterations, iterations)
+
+
+def test_icp_single_pair_and_a_pair_converged_at_once():
+    src, tgt = _shape_pairs(3, 80, 2)
+    tgt[1] = src[1]  # identical clouds: RMSE ~0 from the start, done within 3 iterations
+    out = icp(src, tgt, n_iters=30)
+    rot, _, _, iterations = _reference_icp(src, tgt, 30, 1e-6)
+    assert int(out.iterations[1]) <= 3 and bool(out.converged[1])
+    assert int(out.iterations.max()) > 5  # the others go on
+    assert torch.equal(out.iterations, iterations)
+    assert torch.allclose(out.rotation[1], torch.eye(3, dtype=torch.float64), atol=1e-12)
+    one = icp(src[:1], tgt[:1], n_iters=30)  # B = 1
+    assert one.rotation.shape == (1, 3, 3)
+    assert float((one.rotation[0] - rot[0]).abs().max()) < 1e-6
+
+
+def test_icp_targets_with_fewer_points_than_cached_candidates():
+    src, tgt = _shape_pairs(2, 40, 3)
+    tiny = tgt[:, :3].contiguous()  # 3 target points: as many as the neighbours asked for
+    out = icp(src, tiny, n_iters=10)
+    rot, trans, rmse, iterations = _reference_icp(src, tiny, 10, 1e-6)
+    assert float((out.rotation - rot).abs().max()) < 1e-6
+    assert torch.allclose(out.rmse, rmse) and torch.equal(out.iterations, iterations)
+
+
+@pytest.mark.parametrize("n_targets", [50, 2, 1])  # 2, 1: fewer than the k + 1 neighbours asked
+def test_cached_nearest_neighbours_equal_fresh_kd_tree_queries(n_targets):
+    from scipy.spatial import cKDTree
+
+    from beyondgd.registration.solvers import _CachedNearest
+
+    rng = np.random.default_rng(n_targets)
+    targets = rng.normal(size=(3, n_targets, 3))
+    points = rng.normal(size=(3, 40, 3))
+    nearest = _CachedNearest(targets, 40)
+    trees = [cKDTree(t) for t in targets]
+    for step in range(25):  # small and large moves, some pairs left out
+        points = points + rng.normal(scale=0.3 if step % 5 == 0 else 0.02, size=points.shape)
+        idx = np.arange(3) if step % 3 else np.array([0, 2])
+        matched, sq = nearest(idx, points[idx])
+        for k, i in enumerate(idx):
+            d, j = trees[i].query(points[i])
+            assert (j < n_targets).all()
+            np.testing.assert_array_equal(matched[k], targets[i][j])
+            np.testing.assert_allclose(sq[k], d**2, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        (dict(init_rotation=torch.full((3, 3), float("nan"))), "init_rotation"),
+        (dict(init_translation=torch.tensor([0.0, float("inf"), 0.0])), "init_translation"),
+    ],
+)
+def test_icp_non_finite_inputs_name_the_argument(kwargs, word):
+    x = _cloud(20)
+    with pytest.raises(ValueError, match=word):
+        icp(x, x, **kwargs)
+    with pytest.raises(ValueError, match="target must contain only finite"):
+        icp(x, torch.where(x > 1, float("nan"), x))

@@ -338,17 +338,21 @@ def _kabsch(p, q, w, center: bool = True):
     if center:
         mp, mq = (wn * p).sum(-2), (wn * q).sum(-2)
         p, q = p - mp[..., None, :], q - mq[..., None, :]
-    cov = (wn * p).transpose(-1, -2) @ q  # (..., 3, 3) = sum w p q^T
-    u, _, vh = torch.linalg.svd(cov)
-    d = torch.sign(torch.linalg.det(vh.transpose(-1, -2) @ u.transpose(-1, -2)))
-    d = torch.where(d == 0, torch.ones_like(d), d)
-    diag = torch.ones(*d.shape, 3, dtype=p.dtype, device=p.device)
-    diag[..., 2] = d
-    rot = vh.transpose(-1, -2) @ (diag[..., None] * u.transpose(-1, -2))
+    rot = _proper_rotation((wn * p).transpose(-1, -2) @ q)  # of sum w p q^T
     if not center:
         return rot, torch.zeros_like(rot[..., 0])
     t = mq - (rot @ mp[..., None])[..., 0]
     return rot, t
+
+
+def _proper_rotation(cov):
+    """The rotation maximising ``tr(R cov)``: ``V diag(1, 1, det(V U^T)) U^T``."""
+    u, _, vh = torch.linalg.svd(cov)
+    d = torch.sign(torch.linalg.det(vh.transpose(-1, -2) @ u.transpose(-1, -2)))
+    d = torch.where(d == 0, torch.ones_like(d), d)
+    diag = torch.ones(*d.shape, 3, dtype=cov.dtype, device=cov.device)
+    diag[..., 2] = d
+    return vh.transpose(-1, -2) @ (diag[..., None] * u.transpose(-1, -2))
 
 
 def _check_cloud(name: str, x: object, *, batched_ok: bool = True) -> torch.Tensor:
@@ -361,6 +365,69 @@ def _check_cloud(name: str, x: object, *, batched_ok: bool = True) -> torch.Tens
     if x.shape[-2] == 0:
         raise ValueError(f"{name} is empty (0 points); a cloud needs at least 3 points")
     return x
+
+
+class _CachedNearest:
+    """Exact nearest target point of every moved source point, reusing the last KD-tree answer.
+
+    A point last queried at ``ref`` (in its pair's KD-tree) got its 2 nearest target points
+    (the candidates) and the distance ``r`` of the 3rd. After it moved by
+    ``delta = |p - ref|``, every non-candidate is at least ``r - delta`` away from it, so the
+    nearest candidate is the nearest target point while its distance plus ``delta`` is below
+    ``r`` (less a rounding margin): only the points failing that test are queried again, with
+    one KD-tree call per pair that has any. ICP moves the points less and less, so most queries
+    are skipped, and the answers are the KD-tree's, not approximations.
+    """
+
+    def __init__(self, targets: np.ndarray, n_points: int) -> None:
+        from scipy.spatial import cKDTree  # on first use, as before
+
+        b, m = targets.shape[:2]
+        self.b, self.m = b, m
+        self.flat = targets.reshape(b * m, 3)
+        self.trees = [cKDTree(t) for t in targets]
+        self.ref = np.full((b, n_points, 3), np.nan)  # NaN: never queried, so queried first
+        self.cand = np.zeros((b, n_points, 2, 3))  # the 2 candidates' coordinates
+        self.bound = np.full((b, n_points), np.nan)  # distance of the 3rd nearest from ref
+        self.extent = float(np.abs(targets).max())
+
+    def _query(self, pairs: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates ``(n, 2)`` (flat indices) and bounds ``(n,)`` of points of ``pairs``
+        (sorted)."""
+        d = np.empty((len(pts), 3))
+        nn = np.empty((len(pts), 3), dtype=np.int64)
+        cuts = np.flatnonzero(np.diff(pairs)) + 1
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(pts)]):
+            d[lo:hi], nn[lo:hi] = self.trees[pairs[lo]].query(pts[lo:hi], k=3)
+        cand = np.where(nn[:, :2] < self.m, nn[:, :2], nn[:, :1])  # a target of < 3 points
+        return cand + (pairs * self.m)[:, None], d[:, 2]
+
+    def __call__(self, idx: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest target points ``(A, N, 3)`` of ``moved`` (of the pairs ``idx``) and their
+        squared distances ``(A, N)``."""
+        sel = slice(None) if len(idx) == self.b else idx
+        diff = moved - self.ref[sel]
+        delta = np.sqrt(np.einsum("bnk,bnk->bn", diff, diff))
+        cand = self.cand[sel]
+        diff = moved[:, :, None, :] - cand
+        sq2 = np.einsum("bnck,bnck->bnc", diff, diff)
+        second = sq2[..., 1] < sq2[..., 0]
+        sq = np.where(second, sq2[..., 1], sq2[..., 0])
+        matched = np.where(second[..., None], cand[..., 1, :], cand[..., 0, :])
+        # rounding of the distances: far above the float64 errors of coordinates this large
+        margin = 1e-9 * (1.0 + self.extent + np.abs(moved).max() + delta)
+        stale = ~(np.sqrt(sq) + delta < self.bound[sel] - margin)  # NaN (never queried): stale
+        j, rows = np.nonzero(stale)
+        if j.size:
+            i = idx[j]
+            pts = moved[j, rows]
+            found, bound = self._query(i, pts)
+            near = np.take(self.flat, found, axis=0)
+            self.cand[i, rows], self.bound[i, rows], self.ref[i, rows] = near, bound, pts
+            matched[j, rows] = near[:, 0]
+            diff = pts - near[:, 0]
+            sq[j, rows] = np.einsum("nk,nk->n", diff, diff)
+        return matched, sq
 
 
 @dataclass
@@ -402,8 +469,13 @@ def icp(
     built once per target cloud) and solves the rigid fit of those pairs in closed form
     (:func:`kabsch`; rotation only when ``estimate_translation=False``). Pairs farther than
     ``max_distance`` are ignored. A datum stops when the relative change of its RMSE is below
-    ``tol``. Batched: ``source`` ``(B, N, 3)``, ``target`` ``(B, M, 3)`` (or both unbatched),
-    computed in float64 and returned in the input dtype.
+    ``tol``, and costs nothing afterwards. Batched: ``source`` ``(B, N, 3)``, ``target``
+    ``(B, M, 3)`` (or both unbatched), computed in float64 and returned in the input dtype.
+    The matches are exact, but a KD-tree query is made only for the points whose last answer
+    may have changed: each point keeps its 2 nearest target points and the distance of the
+    3rd from where it was last queried, and while it has moved less than the margin these
+    leave, its nearest target point is the nearer of the two (a bound from the triangle
+    inequality); the other points are queried together, one KD-tree call per pair.
 
     Examples
     --------
@@ -420,8 +492,6 @@ def icp(
     .. [1] P. J. Besl, N. D. McKay, "A Method for Registration of 3-D Shapes", IEEE TPAMI 14(2),
        1992.
     """
-    from scipy.spatial import cKDTree
-
     _check_cloud("source", source)
     _check_cloud("target", target)
     if source.ndim != target.ndim or source.ndim not in (2, 3):
@@ -461,32 +531,40 @@ def icp(
         trans = it.detach().cpu().to(torch.float64).clone()
 
     src64 = src.detach().cpu().to(torch.float64)
-    tgt_np = tgt.detach().cpu().to(torch.float64).numpy()
-    trees = [cKDTree(tgt_np[i]) for i in range(b)]
-    src_np = src64.numpy()
+    tgt_np = np.ascontiguousarray(tgt.detach().cpu().to(torch.float64).numpy())
+    nearest = _CachedNearest(tgt_np, src64.shape[1])
+    # unit weights: the source centroid is fixed and sum (p - mp)(q - mq)^T = sum (p - mp) q^T
+    src_mean = src64.mean(1)
+    src_centered_t = (src64 - src_mean[:, None, :]).transpose(1, 2).contiguous()
     prev = np.full(b, np.inf)
     rmse = np.zeros(b)
     iterations = np.zeros(b, dtype=np.int64)
     active = np.ones(b, dtype=bool)
-    matched = np.empty_like(src_np)
-    weights = np.ones(src_np.shape[:2])
+    idx = np.arange(b)
     for _ in range(n_iters):
-        idx = np.flatnonzero(active)
-        moved = (src64[idx] @ rot[idx].transpose(1, 2) + trans[idx, None, :]).numpy()
-        for k, i in enumerate(idx):
-            dist, nn = trees[i].query(moved[k])
-            matched[i] = tgt_np[i][nn]
-            if max_distance is not None:
-                keep = dist <= max_distance
-                weights[i] = keep
-                dist = dist[keep]
-            rmse[i] = np.sqrt(np.mean(dist**2)) if dist.size else np.inf
-        p, q = src64[idx], torch.from_numpy(matched[idx])
-        w = torch.from_numpy(weights[idx])
-        if estimate_translation:
-            r_new, t_new = _kabsch(p, q, w)
+        sel = slice(None) if len(idx) == b else torch.from_numpy(idx)
+        moved = torch.baddbmm(trans[sel, None, :], src64[sel], rot[sel].transpose(1, 2)).numpy()
+        matched, sq = nearest(idx, moved)
+        q = torch.from_numpy(matched)
+        if max_distance is not None:
+            keep = sq <= max_distance * max_distance
+            count = keep.sum(1)
+            total = np.where(keep, sq, 0.0).sum(1)
+            rmse[idx] = np.where(count > 0, np.sqrt(total / np.maximum(count, 1)), np.inf)
+            w = torch.from_numpy(keep.astype(np.float64))
+            if estimate_translation:
+                r_new, t_new = _kabsch(src64[sel], q, w)
+            else:
+                r_new = _kabsch(src64[sel], q, w, center=False)[0]
         else:
-            r_new = _kabsch(p, q, w, center=False)[0]
+            rmse[idx] = np.sqrt(sq.mean(1))
+            if estimate_translation:
+                mq = q.mean(1)
+                r_new = _proper_rotation(src_centered_t[sel] @ q)
+                t_new = mq - (r_new @ src_mean[sel, :, None])[..., 0]
+            else:
+                r_new = _proper_rotation(src64[sel].transpose(1, 2) @ q)
+        if not estimate_translation:
             t_new = torch.zeros(len(idx), 3, dtype=torch.float64)
         rot[idx], trans[idx] = r_new, t_new
         iterations[idx] += 1
@@ -495,6 +573,7 @@ def icp(
         active[idx[change]] = False
         if not active.any():
             break
+        idx = np.flatnonzero(active)
     out = ICPResult(
         rotation=rot.to(dtype=dtype, device=device),
         translation=trans.to(dtype=dtype, device=device),
