@@ -24,7 +24,21 @@ import numbers
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_ranks_agree", "all_reduce_sum", "any_rank", "is_distributed", "rank", "world_size"]
+__all__ = [
+    "all_gather_cat",
+    "all_ranks_agree",
+    "all_reduce_gradients",
+    "all_reduce_sum",
+    "any_rank",
+    "broadcast_buffers",
+    "broadcast_parameters",
+    "data_parallel",
+    "is_distributed",
+    "process_group_from_env",
+    "rank",
+    "shard_range",
+    "world_size",
+]
 
 
 def is_distributed() -> bool:
@@ -198,15 +212,6 @@ def all_ranks_agree(value: torch.Tensor | float) -> bool:
 
 # --- helpers for the trainers (data-parallel training under torchrun) -------------------------
 
-__all__ += [
-    "all_gather_cat",
-    "all_reduce_gradients",
-    "broadcast_buffers",
-    "data_parallel",
-    "process_group_from_env",
-    "shard_range",
-]
-
 
 def shard_range(n: int, *, rank_: int | None = None, world_size_: int | None = None) -> slice:
     """This rank's contiguous share of ``n`` items: the first ``n % world_size`` ranks get one
@@ -297,14 +302,18 @@ def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
     """
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    if not is_distributed():
-        return
-    for buf in module.buffers():
-        device = _collective_device(buf)
-        moved = buf.to(device)
-        dist.broadcast(moved, src)
-        if moved is not buf:
-            buf.copy_(moved)
+    if is_distributed():
+        _broadcast_in_place(module.buffers(), src)
+
+
+def _broadcast_in_place(tensors, src: int) -> None:
+    """Overwrite each tensor with ``src``'s copy (through the collective's device if needed)."""
+    with torch.no_grad():
+        for t in tensors:
+            moved = t.detach().to(_collective_device(t))
+            dist.broadcast(moved, src)
+            if moved.data_ptr() != t.data_ptr():
+                t.copy_(moved)
 
 
 def all_reduce_gradients(parameters) -> None:
@@ -420,9 +429,6 @@ class process_group_from_env:  # noqa: N801 (used as a context manager, like a f
         self.created = False
 
 
-__all__ += ["broadcast_parameters"]
-
-
 def broadcast_parameters(module: torch.nn.Module, src: int = 0) -> None:
     """Copy ``src``'s parameters to every rank, in place (``DistributedDataParallel`` does this
     when it wraps a module; trainers that reduce gradients by hand call this once first).
@@ -435,12 +441,5 @@ def broadcast_parameters(module: torch.nn.Module, src: int = 0) -> None:
     """
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    if not is_distributed():
-        return
-    with torch.no_grad():
-        for p in module.parameters():
-            device = _collective_device(p)
-            moved = p.detach().to(device)
-            dist.broadcast(moved, src)
-            if moved.data_ptr() != p.data_ptr():
-                p.copy_(moved)
+    if is_distributed():
+        _broadcast_in_place(module.parameters(), src)
