@@ -122,6 +122,86 @@ def test_running_to_convergence_is_a_fixed_point():
         assert one_cycle.n_cycles == 1 and converged.energy <= one_cycle.energy
 
 
+def _full_cycles_reference(problem):
+    """The former solve: gco-wrapper's checked per-site init and whole cycles until one cycle
+    changes nothing (or ``n_iter`` cycles)."""
+    from gco import pygco
+
+    n_sites, n_labels = problem.costs.shape
+    graph = pygco.GCO()
+    graph.create_general_graph(n_sites, n_labels)
+    try:
+        graph.set_data_cost(problem.costs)
+        graph.set_all_neighbors(
+            problem.pair_index[:, 0], problem.pair_index[:, 1], problem.pair_weight
+        )
+        graph.set_smooth_cost((1 - np.eye(n_labels)).astype(np.intc))
+        for site in range(n_sites):
+            graph.init_label_at_site(site, int(problem.init[site]))
+        n_calls, n_cycles = 0, 0
+        while problem.n_iter == -1 or n_cycles < problem.n_iter:
+            improved = False
+            for label in problem.labels_to_expand:
+                improved |= bool(graph.expansion_on_alpha(label))
+                n_calls += 1
+            n_cycles += 1
+            if not improved:
+                break
+        return graph.get_labels().astype(np.int64), n_calls
+    finally:
+        graph.destroy_graph()
+
+
+def test_early_stop_and_fast_init_give_the_former_full_cycle_labels():
+    # The solve stops once every allowed label failed in a row (the rest of the cycle cannot
+    # change a fixed point) and sets initial labels through an unchecked ctypes call: the labels
+    # must equal the former whole-cycle loop's on every problem, with seeds, label restrictions
+    # and cycle caps, in fewer expansion calls overall.
+    from beyondgd.segmentation import proposals
+
+    calls = {"new": 0, "old": 0}
+    for seed in range(40):
+        n_labels = 2 + seed % 4
+        unary, weights, potts = random_problem(seed, n_labels, size=16)
+        unary = unary * (1.0 + seed % 3)
+        seeds = random_seeds(seed, n_labels, 16, n_seeds=seed % 7).reshape(-1).numpy().copy()
+        seeds[seeds == UNLABELLED] = -1
+        allowed = np.ones(n_labels, dtype=bool)
+        if seed % 5 == 0 and n_labels > 2:
+            allowed[n_labels - 1] = False
+            seeds[seeds == n_labels - 1] = -1
+        n_iter = (-1, 1, 2, 5)[seed % 4]
+        pairs, w = edge_list(weights, 0)
+        problem, _ = proposals._integer_problem(
+            unary.reshape(n_labels, -1).numpy(),
+            pairs.numpy(),
+            w.numpy() * potts,
+            seeds,
+            allowed,
+            None,
+            None,
+            n_iter,
+            "",
+        )
+        expected, old_calls = _full_cycles_reference(problem)
+        graph_type = proposals._import_gco()[0].GCO
+        method = graph_type.expansion_on_alpha
+
+        def counting(self, label, _method=method):
+            calls["new"] += 1
+            return _method(self, label)
+
+        graph_type.expansion_on_alpha = counting
+        try:
+            labels, n_cycles = proposals._solve_integer_problem(problem)
+        finally:
+            graph_type.expansion_on_alpha = method
+        calls["old"] += old_calls
+        assert np.array_equal(labels, expected), seed
+        assert n_iter == -1 or n_cycles <= n_iter
+    assert calls["new"] < calls["old"]
+
+
 @pytest.mark.parametrize("n_labels", [2, 3])
 def test_seeded_problems_match_the_restricted_brute_force(n_labels):
     for seed in range(25):
