@@ -13,7 +13,6 @@ line-search decisions. Without ``torchrun`` it runs as one process.
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch
 import torch.distributed as dist
@@ -22,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
 from beyondgd.core import all_ranks_agree, is_distributed, rank, world_size
+from beyondgd.core.distributed import process_group_from_env
 from beyondgd.optim import FUSE, AfterEpochs, distributed_full_batch_closure
 
 
@@ -34,11 +34,13 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(1)
-    if "WORLD_SIZE" in os.environ:  # started by torchrun
-        backend = args.backend or ("nccl" if torch.cuda.is_available() else "gloo")
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        dist.init_process_group(backend)
+    # Under torchrun: join its process group (nccl with CUDA, else gloo) and leave it at the end,
+    # also after an error; without torchrun: one process.
+    with process_group_from_env(args.backend):
+        train(args)
+
+
+def train(args: argparse.Namespace) -> None:
     device = (
         torch.device("cuda", torch.cuda.current_device())
         if (is_distributed() and dist.get_backend() == "nccl")
@@ -97,8 +99,6 @@ def main() -> None:
             f"{args.switch_after}), "
             f"{opt.n_evals} closure calls, ranks agree: {agree}"
         )
-    if is_distributed():
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
