@@ -178,6 +178,13 @@ class _Problem:
     def objective(self, x: Tensor, r: Tensor) -> Tensor:
         return 0.5 * (r * r).sum(dim=-1) + self.lam * self.pen_value(x)
 
+    def prox_tau(self) -> float | Tensor:
+        """The prox weight ``lam / L`` per problem, ``(B, 1)``; a Python float for one problem,
+        so that a penalty's prox takes its scalar path (WEEP's tensor path evaluates both of its
+        branches and picks one per problem: about twice the elementwise operations)."""
+        tau = self.lam / self.L_data
+        return float(tau) if isinstance(tau, Tensor) and tau.numel() == 1 else tau
+
     def uses_gradient_measure(self) -> bool:
         return self.smooth or self.D is not None
 
@@ -186,7 +193,7 @@ class _Problem:
         if self.uses_gradient_measure():
             return (gf + self.lam * self.pen_grad(x)).abs()
         L = self.L_data
-        x_plus = self._prox(x - gf / L, self.lam / L)
+        x_plus = self._prox(x - gf / L, self.prox_tau())
         return L * (x - x_plus).abs()
 
     def stationarity(self, x: Tensor, gf: Tensor) -> Tensor:
@@ -401,7 +408,7 @@ def _run_gd(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> Tensor:
 
 def _run_prox_grad(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> Tensor:
     L = prob.L_data
-    tau = prob.lam / L
+    tau = prob.prox_tau()
     r = prob.matvec(x) - prob.y
     acc = _Anderson(opts["anderson"]) if opts.get("anderson", 0) else None
     for _ in range(rec.max_iter + 1):
@@ -427,7 +434,7 @@ def _run_prox_grad(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> Ten
 
 def _run_fista(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> Tensor:
     L = prob.L_data
-    tau = prob.lam / L
+    tau = prob.prox_tau()
     Ax = prob.matvec(x)
     z, Az = x, Ax
     theta = torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
