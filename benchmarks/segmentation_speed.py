@@ -1,6 +1,6 @@
 """Segmentation speed: alpha-expansion, ADM against GD per step, dense-CRF filter against exact.
 
-    python benchmarks/segmentation_speed.py [--quick]
+    python benchmarks/segmentation_speed.py [--quick] [--only expansion|training|dense]
 
 1. Alpha-expansion on one 128 x 128 image, 21 labels, 8-neighbourhood, 5 cycles (the spec's
    setting; unaries -log of a smooth random softmax, contrast weights of a real photo): time of
@@ -236,12 +236,16 @@ def bench_dense(quick: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument(
+        "--only", choices=("expansion", "training", "dense"), help="run one section only"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
-    bench_expansion(args.quick)
-    bench_training(args.quick)
-    bench_dense(args.quick)
+    sections = {"expansion": bench_expansion, "training": bench_training, "dense": bench_dense}
+    for name, section in sections.items():
+        if args.only in (None, name):
+            section(args.quick)
 
 
 if __name__ == "__main__":

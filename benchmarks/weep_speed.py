@@ -1,6 +1,7 @@
 """WEEP speed: elementwise cost, and time to accuracy against skglm's MCP.
 
-    python benchmarks/weep_speed.py [--quick] [--threads N] [--max-time S]
+    python benchmarks/weep_speed.py [--quick] [--sizes 160x400,1000x5000] [--threads N]
+                                    [--max-time S]
 
 (1) Elementwise: ``WEEP(x)`` forward + backward (the fused autograd Function) against
     ``x.abs().sum()`` forward + backward on a 10^7-element float32 tensor. Target (weep.md): ratio
@@ -249,6 +250,11 @@ def bench_size(m: int, n: int, max_time: float, max_iter: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the first size (160, 400)")
+    parser.add_argument(
+        "--sizes",
+        help="comma-separated m x n sizes for the solver timings, e.g. 160x400,1000x5000 "
+        "(default: " + ",".join(f"{m}x{n}" for m, n in SIZES) + ")",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument(
         "--max-time", type=float, default=30.0, help="time limit per beyondgd run, seconds"
@@ -257,6 +263,14 @@ def main(argv: list[str] | None = None) -> None:
         "--max-iter", type=int, default=20000, help="iteration limit per beyondgd run"
     )
     args = parser.parse_args(argv)
+    sizes = SIZES[:1] if args.quick else SIZES
+    if args.sizes:
+        try:
+            sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
+        except ValueError:
+            parser.error(f"--sizes must look like 160x400,1000x5000, got {args.sizes!r}")
+        if any(len(size) != 2 or min(size) < 1 for size in sizes):
+            parser.error(f"--sizes must look like 160x400,1000x5000, got {args.sizes!r}")
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
 
@@ -272,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         print('\nskglm is not installed (pip install "beyondgd[sparse]"): solver timings skipped')
         return
-    for m, n in SIZES[:1] if args.quick else SIZES:
+    for m, n in sizes:
         bench_size(m, n, args.max_time, args.max_iter)
 
 
