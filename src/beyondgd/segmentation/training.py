@@ -151,7 +151,10 @@ class SegmentationTrainer:
         With the ``"batch"`` schedule: compute the next mini-batch's proposals in a background
         thread (from an eval-mode forward pass of the current network) while the network steps
         on the current one, so the X-step runs in parallel with the network step; proposals are
-        then one step stale. GCO releases the GIL, so this needs no extra process.
+        then one step stale. GCO releases the GIL, so this needs no extra process. It pays only
+        with a core to spare: on 2 cores with 2 torch threads it measured slower than no overlap
+        (2.56x vs 2.44x the GD step, 64 x 64, batch 8) and the stale proposals gave a higher
+        training energy (``benchmarks/segmentation_speed.py``).
     lr, weight_decay, batch_size, steps
         Adam step size and weight decay, mini-batch size, number of steps (the budget).
     eval_every
