@@ -28,6 +28,18 @@ def _cloud(n=300, seed=0):
     )
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def icp_path(request, monkeypatch):
+    """Runs an ICP test on the numba-compiled path and on the NumPy path (no numba)."""
+    from beyondgd.registration import solvers
+
+    if request.param == "compiled":
+        pytest.importorskip("numba")
+    else:
+        monkeypatch.setattr(solvers, "_compiled_icp", lambda: None)
+    return request.param
+
+
 # ------------------------------------------------------------------------------ Gauss-Newton
 
 
@@ -139,7 +151,7 @@ def test_kabsch_recovers_a_rigid_motion_and_never_reflects():
 
 
 @pytest.mark.parametrize("estimate_translation", [True, False])
-def test_icp_recovers_a_known_rotation_with_exact_correspondences(estimate_translation):
+def test_icp_recovers_a_known_rotation_with_exact_correspondences(estimate_translation, icp_path):
     x = _cloud()
     r = so3_exp(torch.tensor([0.2, -0.3, 0.25], dtype=torch.float64))
     t = torch.tensor([0.1, -0.05, 0.02], dtype=torch.float64) if estimate_translation else 0
@@ -150,7 +162,7 @@ def test_icp_recovers_a_known_rotation_with_exact_correspondences(estimate_trans
         assert torch.allclose(out.translation, t, atol=1e-8)
 
 
-def test_icp_batched_equals_unbatched():
+def test_icp_batched_equals_unbatched(icp_path):
     xs = torch.stack([_cloud(200, s) for s in range(3)])
     r = random_rotations(3, angles=torch.tensor([0.2, 0.4, 0.6]), generator=gen(6)).double()
     ys = xs @ r.transpose(1, 2) + 0.01 * torch.randn(3, 200, 3, generator=gen(7)).double()
@@ -165,7 +177,7 @@ def test_icp_batched_equals_unbatched():
     assert float(geodesic_error(batched.rotation, r).max()) < 0.02
 
 
-def test_icp_output_keeps_the_input_dtype():
+def test_icp_output_keeps_the_input_dtype(icp_path):
     x = _cloud(50).float()
     out = icp(x, x, n_iters=3)
     assert out.rotation.dtype == torch.float32 and out.rotation.shape == (3, 3)
@@ -201,7 +213,7 @@ def test_kabsch_and_model_input_errors():
         )
 
 
-def test_icp_max_distance_ignores_far_outliers():
+def test_icp_max_distance_ignores_far_outliers(icp_path):
     x = _cloud(200)
     r = so3_exp(torch.tensor([0.0, 0.1, 0.2], dtype=torch.float64))
     y = torch.cat([x @ r.T, torch.full((20, 3), 50.0, dtype=torch.float64)])
@@ -265,7 +277,7 @@ def _shape_pairs(n_pairs, n_points, seed):
     "estimate_translation, max_distance", [(True, None), (False, None), (True, 0.3)]
 )
 @pytest.mark.parametrize("seed", [0, 1])
-def test_icp_equals_the_per_pair_reference(estimate_translation, max_distance, seed):
+def test_icp_equals_the_per_pair_reference(estimate_translation, max_distance, seed, icp_path):
     src, tgt = _shape_pairs(12, 96, seed)
     kw = dict(estimate_translation=estimate_translation, max_distance=max_distance)
     out = icp(src, tgt, n_iters=30, tol=1e-6, **kw)
@@ -276,7 +288,7 @@ def test_icp_equals_the_per_pair_reference(estimate_translation, max_distance, s
     assert torch.equal(out.iterations, iterations)
 
 
-def test_icp_single_pair_and_a_pair_converged_at_once():
+def test_icp_single_pair_and_a_pair_converged_at_once(icp_path):
     src, tgt = _shape_pairs(3, 80, 2)
     tgt[1] = src[1]  # identical clouds: RMSE ~0 from the start, done within 3 iterations
     out = icp(src, tgt, n_iters=30)
@@ -290,7 +302,7 @@ def test_icp_single_pair_and_a_pair_converged_at_once():
     assert float((one.rotation[0] - rot[0]).abs().max()) < 1e-6
 
 
-def test_icp_targets_with_fewer_points_than_cached_candidates():
+def test_icp_targets_with_fewer_points_than_cached_candidates(icp_path):
     src, tgt = _shape_pairs(2, 40, 3)
     tiny = tgt[:, :3].contiguous()  # 3 target points: as many as the neighbours asked for
     out = icp(src, tiny, n_iters=10)
@@ -334,3 +346,50 @@ def test_icp_non_finite_inputs_name_the_argument(kwargs, word):
         icp(x, x, **kwargs)
     with pytest.raises(ValueError, match="target must contain only finite"):
         icp(x, torch.where(x > 1, float("nan"), x))
+
+
+@pytest.mark.parametrize("n_targets", [500, 9, 3, 2, 1])
+def test_compiled_kd_tree_gives_the_3_nearest_of_cKDTree(n_targets):
+    """The compiled KD-tree's 3 nearest points and distances equal cKDTree's (k = 3), also on a
+    cloud of repeated points and one with fewer than 3 points."""
+    pytest.importorskip("numba")
+    from scipy.spatial import cKDTree
+
+    from beyondgd.registration._icp_compiled import build_tree, query3
+
+    rng = np.random.default_rng(n_targets)
+    targets = rng.normal(size=(n_targets, 3)) * np.array([1.0, 0.5, 0.01])  # flat: deep splits
+    if n_targets == 9:
+        targets[:] = targets[0]  # all points equal: one leaf of any size
+    ordered, perm, *tree = build_tree(targets)
+    np.testing.assert_array_equal(ordered, targets[perm])
+    stack_node, stack_bound = np.zeros(128, dtype=np.int64), np.zeros(128)
+    ref = cKDTree(targets)
+    for x in rng.normal(size=(300, 3)) * 1.5:
+        i0, i1, i2, d0, d1, d2 = query3(*x, ordered, *tree, stack_node, stack_bound)
+        d, j = ref.query(x, k=3)
+        np.testing.assert_allclose([d0, d1, d2], d**2, rtol=1e-12)
+        for got, want, dist in zip((i0, i1, i2), j, d):
+            if want == n_targets:  # fewer than 3 points: cKDTree's "missing" index
+                assert got == -1 and np.isinf(dist)
+            else:
+                np.testing.assert_allclose(  # the same point, or one at the same distance
+                    np.sum((targets[perm[got]] - x) ** 2), dist**2, rtol=1e-12
+                )
+
+
+def test_compiled_icp_equals_the_numpy_path(monkeypatch):
+    """Both paths of icp() run the same iterations on CGAL-like pairs, angles up to 60 deg."""
+    pytest.importorskip("numba")
+    from beyondgd.registration import solvers
+
+    src, tgt = _shape_pairs(24, 128, 4)
+    init = so3_exp(0.1 * torch.randn(24, 3, generator=gen(9), dtype=torch.float64))
+    compiled = icp(src, tgt, init_rotation=init, n_iters=40, max_distance=0.5)
+    monkeypatch.setattr(solvers, "_compiled_icp", lambda: None)
+    plain = icp(src, tgt, init_rotation=init, n_iters=40, max_distance=0.5)
+    assert torch.equal(compiled.iterations, plain.iterations)
+    assert torch.equal(compiled.converged, plain.converged)
+    assert float((compiled.rotation - plain.rotation).abs().max()) < 1e-9
+    assert float((compiled.translation - plain.translation).abs().max()) < 1e-9
+    assert torch.allclose(compiled.rmse, plain.rmse, rtol=1e-9, atol=1e-12)
