@@ -71,3 +71,25 @@ def test_cost_meter_counts_and_round_trips():
 def test_validation_messages_name_the_argument(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("where", [0, 17, -1])
+def test_check_finite_tensor_finds_one_bad_entry_anywhere(dtype, bad, where):
+    x = torch.randn(6, 7, generator=torch.Generator().manual_seed(0)).to(dtype)
+    assert check_finite_tensor("x", x) is x
+    x.view(-1)[where] = bad
+    with pytest.raises(ValueError, match="x must contain only finite"):
+        check_finite_tensor("x", x)
+    with pytest.raises(ValueError, match="x must contain only finite"):
+        check_finite_tensor("x", x.t())  # non-contiguous
+
+
+def test_check_finite_tensor_complex_integer_and_empty():
+    z = torch.tensor([1 + 2j, 3 - 1j])
+    assert check_finite_tensor("z", z, floating=False) is z
+    with pytest.raises(ValueError, match="z must contain only finite"):
+        check_finite_tensor("z", torch.tensor([1 + 2j, complex(0, float("nan"))]), floating=False)
+    assert check_finite_tensor("i", torch.tensor([1, 2]), floating=False).dtype == torch.int64
+    assert check_finite_tensor("e", torch.zeros(0, 3)).shape == (0, 3)
