@@ -251,3 +251,73 @@ def test_lanczos_does_not_stop_early_on_a_benchmark_sized_matrix():
     assert true <= est <= 1.011 * true
     loose = float(squared_spectral_norm(torch.from_numpy(A), exact_below=0, rtol=1e-4))
     assert loose < true  # the reason for the strict default
+
+
+# A smooth penalty (WEEP) has no exact zeros: outside the working set the coordinates take
+# prox-gradient steps inside the penalty's quadratic zone instead of being held at 0.
+def _weep_as_mcp(A, y, alpha=0.05, gamma=3.0):
+    """WEEP at a = 100 with MCP's threshold (weep_speed's instance), and its weight ``lam``."""
+    m = A.shape[-2]
+    alpha_sk = alpha * float((A.T @ y).abs().max()) / m if y.dim() == 1 else alpha
+    return WEEP(100.0, (gamma * alpha_sk) ** 2 / 2), m / gamma
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32], ids=["f64", "f32"])
+def test_smooth_penalty_working_sets_stay_small_and_reach_the_full_solution(dtype):
+    A, y, _ = make_problem(m=100, n=1000, k=10, dtype=dtype)
+    A, y = A * 100**0.5, y  # skglm's scaling (columns of squared norm ~m), as in weep_speed
+    pen, lam = _weep_as_mcp(A, y)
+    tol = 1e-8 if dtype == F64 else 1e-4
+    kw = dict(method="fista", tol=tol, max_iter=50_000)
+    full = solve(A, y, pen, lam, **kw)
+    ws = solve(A, y, pen, lam, **kw, working_set=True)
+    assert full.converged and ws.converged
+    scale = float((A.T @ y).abs().max())
+    assert stationarity(A, y, pen, lam, ws.x) <= 1.05 * tol * scale
+    assert max(ws.info["working_set_sizes"]) < 1000 // 2  # the sets stayed small
+    assert ws.info["products"] < 0.5 * full.info["products"]
+    # no exact zeros: the coordinates outside the sets moved too
+    assert int((ws.x == 0).sum()) < 10
+    atol = 1e-6 if dtype == F64 else 1e-2
+    assert float((ws.x - full.x).abs().max()) <= atol
+    assert ws.objective == pytest.approx(full.objective, rel=1e-9 if dtype == F64 else 1e-4)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-A", "batched-A"])
+def test_smooth_penalty_batched_working_sets_equal_single_solves(shared):
+    B = 3
+    A, Y, _ = make_problem(m=60, n=400, k=6, B=B)
+    A = A * 60**0.5
+    As = A if shared else torch.stack([A * (1 + 0.1 * i) for i in range(B)])
+    pen, lam = _weep_as_mcp(A, Y[0])
+    kw = dict(method="fista", tol=1e-8, max_iter=50_000)
+    batch = solve(As, Y, pen, lam, **kw, working_set=True)
+    assert batch.converged.all() and max(batch.info["working_set_sizes"]) < 400 // 2
+    for i in range(B):
+        Ai = A if shared else As[i]
+        single = solve(Ai, Y[i], pen, lam, **kw)
+        assert torch.allclose(batch.x[i], single.x, atol=1e-6, rtol=0)
+
+
+def test_step_outside_the_working_set_descends_and_grows_a_too_small_lipschitz():
+    from beyondgd.sparse.solvers import _Problem, _step_outside
+
+    A, y, _ = make_problem(m=50, n=200, k=5)
+    pen, lam = WEEP(100.0, 0.02), 0.5
+    true_L = float(torch.linalg.matrix_norm(A, 2) ** 2)
+    # far too small: below every column's squared norm, so any move is steeper than L says
+    small = 0.02 * true_L
+    assert small < float(A.square().sum(0).min())
+    prob = _Problem(A, y[None], lam, pen, None, small)
+    x = torch.zeros(1, 200, dtype=F64)
+    Ax = prob.matvec(x)
+    gf = prob.rmatvec(Ax - prob.y)
+    W = gf.abs().topk(5, dim=-1).indices.sort(dim=-1).values
+    x_new, Ax_new = _step_outside(prob, x, Ax, gf, W, torch.ones(1, dtype=torch.bool))
+    d = x_new - x
+    assert float(d.abs().max()) > 0 and bool((d.gather(1, W) == 0).all())  # W stays
+    assert prob.L_data > small  # grew to at least the curvature of the move
+    assert float((A @ d[0]).square().sum()) <= prob.L_data * float(d.square().sum())
+    assert torch.allclose(Ax_new, x_new @ A.T)
+    assert float(prob.objective(x_new, Ax_new - prob.y)) < float(prob.objective(x, Ax - prob.y))
+    assert not bool(pen.support(x_new).any())  # moves only inside the quadratic zone
