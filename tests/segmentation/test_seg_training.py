@@ -13,6 +13,8 @@ from beyondgd.segmentation import SegmentationTrainer, SegNet, predict
 pytest.importorskip("gco")
 
 SCHEDULES = [("batch", False), ("cached", False), ("batch", True)]  # ADM (schedule, overlap)
+# and with warm starts: 16 images in batches of 4, so steps 5-6 start from step 1-2's proposals
+SCHEDULES_RESUME = [(*s, False) for s in SCHEDULES] + [("batch", False, True)]
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +55,11 @@ def test_training_is_deterministic_under_a_seed(tiny, method):
         assert runs[0].xstep_seconds > 0
 
 
-@pytest.mark.parametrize("schedule, overlap", SCHEDULES)
-def test_a_killed_run_resumes_to_the_same_numbers(tiny, tmp_path, schedule, overlap):
+@pytest.mark.parametrize("schedule, overlap, warm_start", [*SCHEDULES_RESUME])
+def test_a_killed_run_resumes_to_the_same_numbers(tiny, tmp_path, schedule, overlap, warm_start):
     train, _ = tiny
     kwargs = dict(
+        warm_start=warm_start,
         method="adm",
         lam=3.0,
         steps=6,
@@ -166,3 +169,70 @@ def test_predict_is_the_eval_mode_argmax(tiny):
     model.eval()
     assert torch.equal(labels, model(train.images[:3]).argmax(1))
     assert model.training is False  # predict restores the mode it found
+
+
+def test_warm_start_starts_each_seen_image_from_its_last_proposals(tiny, monkeypatch):
+    from beyondgd.segmentation import training
+
+    train, _ = tiny
+    calls = []
+    real = training.alpha_expansion_batch
+
+    def spy(unary, weights, **kw):
+        result = real(unary, weights, **kw)
+        calls.append((kw["init"], kw["n_iter"], result.labels))
+        return result
+
+    monkeypatch.setattr(training, "alpha_expansion_batch", spy)
+    trainer = SegmentationTrainer(
+        _model(), method="adm", lam=3.0, steps=8, batch_size=4, warm_start=True, seed=0
+    )
+    trainer.fit(train)
+    # first epoch (4 batches): cold, the full cycles from the unary minimum
+    assert [(init is None, n_iter) for init, n_iter, _ in calls[:4]] == [(True, 5)] * 4
+    # second epoch: every image was seen, so it starts from its proposals, for one cycle
+    assert [(init is None, n_iter) for init, n_iter, _ in calls[4:]] == [(False, 1)] * 4
+    first = {}
+    for labels in (c[2] for c in calls[:4]):
+        for image in labels:
+            first[image.numpy().tobytes()] = True
+    for init, _, _ in calls[4:]:  # the inits are the first epoch's proposals
+        assert all(image.numpy().tobytes() in first for image in init)
+    assert bool((trainer._previous >= 0).all())  # every image has its last proposals
+
+
+def test_warm_start_rules():
+    with pytest.raises(ValueError, match="warm_start"):
+        SegmentationTrainer(_model(), method="gd", warm_start=True)
+    with pytest.raises(ValueError, match="warm_start"):
+        SegmentationTrainer(_model(), method="adm", schedule="cached", warm_start=True)
+    with pytest.raises(ValueError, match="warm_start"):
+        SegmentationTrainer(_model(), method="adm", overlap=True, warm_start=True)
+    with pytest.raises(TypeError, match="warm_start"):
+        SegmentationTrainer(_model(), method="adm", warm_start=1)
+
+
+def test_warm_start_proposals_survive_a_resume(tiny, tmp_path, monkeypatch):
+    from beyondgd.segmentation import training
+
+    train, _ = tiny
+    kwargs = dict(method="adm", lam=3.0, steps=6, batch_size=4, eval_every=3, checkpoint_every=2)
+    kwargs.update(warm_start=True, seed=0, checkpoint=tmp_path / "run.ckpt")
+
+    def kill(record):
+        raise KeyboardInterrupt  # at step 3, after the step-2 save
+
+    with pytest.raises(KeyboardInterrupt):
+        SegmentationTrainer(_model(), **kwargs).fit(train, callback=kill)
+    inits = []
+    real = training.alpha_expansion_batch
+
+    def spy(unary, weights, **kw):
+        inits.append(kw["init"] is not None)
+        return real(unary, weights, **kw)
+
+    monkeypatch.setattr(training, "alpha_expansion_batch", spy)
+    SegmentationTrainer(_model(), **kwargs).fit(train, resume=True)
+    # steps 3-4 finish the first epoch (cold); steps 5-6 revisit the images of steps 1-2,
+    # whose proposals come from the checkpoint
+    assert inits == [False, False, True, True]

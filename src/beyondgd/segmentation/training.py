@@ -155,6 +155,12 @@ class SegmentationTrainer:
         with a core to spare: on 2 cores with 2 torch threads it measured slower than no overlap
         (2.56x vs 2.44x the GD step, 64 x 64, batch 8) and the stale proposals gave a higher
         training energy (``benchmarks/segmentation_speed.py``).
+    warm_start
+        With the ``"batch"`` schedule (no overlap): start each image's X-step from its proposals
+        of the last mini-batch that held it, with one expansion cycle (``expansion_iters`` from
+        the unary minimum the first time); fewer max-flows per step, at the price of a move
+        that may stop short of the full cycles' labelling (``benchmarks/segmentation_speed.py``
+        reports the speed with the training energy and test mIoU).
     lr, weight_decay, batch_size, steps
         Adam step size and weight decay, mini-batch size, number of steps (the budget).
     eval_every
@@ -200,6 +206,7 @@ class SegmentationTrainer:
         refresh_every: int = 50,
         restrict_labels: bool = False,
         overlap: bool = False,
+        warm_start: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         batch_size: int = 16,
@@ -241,6 +248,15 @@ class SegmentationTrainer:
         self.overlap = bool(overlap)
         if self.overlap and (method != "adm" or schedule != "batch"):
             raise ValueError("overlap=True needs method='adm' and schedule='batch'")
+        if not isinstance(warm_start, bool):
+            raise TypeError(f"warm_start must be a bool, got {type(warm_start).__name__}")
+        self.warm_start = warm_start
+        if warm_start and (method != "adm" or schedule != "batch" or overlap):
+            raise ValueError(
+                "warm_start=True needs method='adm', schedule='batch' and overlap=False (it "
+                "starts each image's X-step from the proposals of its last mini-batch)"
+            )
+        self._previous: torch.Tensor | None = None  # (N, H, W) last proposals, -1: none yet
         self.lr = check_number("lr", lr, low=0.0, low_inclusive=False)
         self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
         self.batch_size = check_int("batch_size", batch_size, low=1)
@@ -277,6 +293,8 @@ class SegmentationTrainer:
             "refresh_every": self.refresh_every,
             "restrict_labels": self.restrict_labels,
             "overlap": self.overlap,
+            # only when on: checkpoints written before the option existed stay resumable
+            **({"warm_start": True} if self.warm_start else {}),
             "lr": self.lr,
             "weight_decay": self.weight_decay,
             "batch_size": self.batch_size,
@@ -338,21 +356,39 @@ class SegmentationTrainer:
         seeds: torch.Tensor,
         ignore: int,
         pool: ExpansionPool | None,
+        images: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The X-step: alpha-expansion on -beta log S + lam Potts, seeds hard."""
+        """The X-step: alpha-expansion on -beta log S + lam Potts, seeds hard. With warm starts
+        and the dataset indices ``images``, an image with earlier proposals starts from them
+        for one cycle."""
         unary = (-self.beta * log_probs.detach()).double()
-        result = alpha_expansion_batch(
-            unary,
-            weights,
-            seeds=seeds,
-            potts_weight=self.lam,
-            n_iter=self.expansion_iters,
-            allowed_labels=self._allowed(seeds, log_probs.shape[1], ignore),
-            ignore_index=ignore,
-            n_jobs=self.n_jobs,
-            pool=pool,
-        )
-        return result.labels
+        allowed = self._allowed(seeds, log_probs.shape[1], ignore)
+
+        def expand(sel, init, n_iter):
+            return alpha_expansion_batch(
+                unary[sel],
+                weights[sel],
+                seeds=seeds[sel],
+                potts_weight=self.lam,
+                n_iter=n_iter,
+                init=init,
+                allowed_labels=None if allowed is None else allowed[sel],
+                ignore_index=ignore,
+                n_jobs=self.n_jobs,
+                pool=pool,
+            ).labels
+
+        everything = torch.arange(len(seeds))
+        if images is None or self._previous is None:
+            return expand(everything, None, self.expansion_iters)
+        previous = self._previous[images]
+        warm = previous.flatten(1)[:, 0] >= 0
+        labels = torch.empty_like(seeds)
+        if bool(warm.any()):
+            labels[warm] = expand(everything[warm], previous[warm], 1)
+        if not bool(warm.all()):
+            labels[~warm] = expand(everything[~warm], None, self.expansion_iters)
+        return labels
 
     def _all_proposals(self, data, weights, pool) -> torch.Tensor:
         """X-step labels of every image of ``data``; under ``torchrun`` each rank solves its
@@ -437,11 +473,12 @@ class SegmentationTrainer:
             elif cached is None:
                 t0 = time.perf_counter()
                 proposals = (
-                    self._proposals(log_probs, weights[idx], seeds, ignore, pool)
+                    self._proposals(log_probs, weights[idx], seeds, ignore, pool, idx)
                     if finite
                     else seeds  # never hand GCO a non-finite unary; all ranks stop below
                 )
                 xstep = time.perf_counter() - t0
+                self._last_proposals = proposals
             else:
                 proposals = cached[idx]
             unlabelled = torch.where(seeds == ignore, proposals, torch.full_like(seeds, ignore))
@@ -599,6 +636,11 @@ class SegmentationTrainer:
         order = torch.empty(0, dtype=torch.long)
         prefetched: tuple[torch.Tensor, torch.Tensor] | None = None  # (batch, its proposals)
         diverged = False
+        self._previous = (
+            torch.full((n, *train.scribbles.shape[1:]), -1, dtype=torch.long)
+            if self.warm_start
+            else None
+        )
 
         found = resume and self.checkpoint is not None and self.checkpoint.exists()
         if resume and self.checkpoint is not None and not all_ranks_agree(float(found)):
@@ -623,6 +665,8 @@ class SegmentationTrainer:
             if prefetched is not None:
                 prefetched = (prefetched[0], prefetched[1][share])
             diverged = saved["diverged"]
+            if self.warm_start:
+                self._previous = saved["previous"]
 
         def record(at: int) -> dict[str, Any]:
             broadcast_buffers(self.model)  # every rank evaluates the same (rank 0's) model
@@ -652,6 +696,7 @@ class SegmentationTrainer:
                 if prefetched is None
                 else (prefetched[0], all_gather_cat(prefetched[1])),
                 "diverged": diverged,
+                "previous": self._previous,
             }
 
         use_pool = self.method == "adm" and self.n_jobs > 1
@@ -697,6 +742,8 @@ class SegmentationTrainer:
                         loss, xs = self._step_loss(
                             train, idx[share], len(idx), weights, cached, pool, given, bad
                         )
+                        if self._previous is not None:  # the whole batch's, the same on all ranks
+                            self._previous[idx] = all_gather_cat(self._last_proposals)
                     except FloatingPointError:
                         diverged = True
                         break
