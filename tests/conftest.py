@@ -59,7 +59,11 @@ def _rank_entry(fn, rank, world_size, init_file, out_dir, timeout, args):
         )
         try:
             result = fn(rank, world_size, *args)
+            dist.barrier()  # as process_group_from_env: nobody leaves mid-collective
         finally:
+            import gc
+
+            gc.collect()
             dist.destroy_process_group()
         tmp = os.path.join(out_dir, f"result{rank}.pt.tmp")
         torch.save(result, tmp)
