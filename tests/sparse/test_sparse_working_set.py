@@ -321,3 +321,23 @@ def test_step_outside_the_working_set_descends_and_grows_a_too_small_lipschitz()
     assert torch.allclose(Ax_new, x_new @ A.T)
     assert float(prob.objective(x_new, Ax_new - prob.y)) < float(prob.objective(x, Ax - prob.y))
     assert not bool(pen.support(x_new).any())  # moves only inside the quadratic zone
+
+
+def test_smooth_penalty_working_sets_in_float32_at_a_tight_tolerance():
+    """Near convergence in float32, ``A d`` of an outside step is mostly rounding: its curvature
+    must not be taken at face value (it once grew L a million-fold and stalled the solve)."""
+    rng = np.random.default_rng(0)  # benchmarks/weep_speed.py's instance at (160, 400)
+    m, n = 160, 400
+    A = rng.standard_normal((m, n))
+    A /= np.linalg.norm(A, axis=0)
+    w = np.zeros(n)
+    support = rng.choice(n, 20, replace=False)
+    w[support] = rng.choice([-1.0, 1.0], 20) * rng.uniform(1, 2, 20)
+    y = A @ w + 0.02 * rng.standard_normal(m)
+    A, b = torch.from_numpy(np.sqrt(m) * A).float(), torch.from_numpy(y).float()
+    pen, lam = _weep_as_mcp(A, b)
+    kw = dict(method="fista", tol=1e-6, max_iter=20_000)
+    plain = solve(A, b, pen, lam, **kw)
+    ws = solve(A, b, pen, lam, **kw, working_set=True)
+    assert plain.converged and ws.converged
+    assert ws.info["products"] < 2 * plain.info["products"]

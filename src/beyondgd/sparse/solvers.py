@@ -326,21 +326,30 @@ def _step_outside(prob: _Problem, x, Ax, gf, W, active) -> tuple[Tensor, Tensor]
     quadratic zone (a step that would leave it waits for the working set); returns ``x, A x``.
 
     The step is a descent step where ``L`` bounds ``||A d||^2 / ||d||^2`` of the move ``d``; this
-    is checked with the product the step needs anyway, and where it fails (a rough ``L``), ``L``
-    grows to the curvature seen and the step is redone.
+    is checked with the product the step needs anyway (``A d = A x_new - A x``), and where it
+    fails (a rough ``L``), ``L`` grows to the curvature seen and the step is redone. A move whose
+    ``A d`` is near the rounding error of the two products is not judged: its curvature would be
+    noise (in float32 near convergence that noise once grew ``L`` a million-fold).
     """
     outside = torch.ones_like(x, dtype=torch.bool).scatter(1, W, False)
     outside &= active.unsqueeze(-1)
+    # rounding error of a product, relative to its norm: generous for sums over n terms
+    rounding = 4.0 * math.sqrt(x.shape[-1]) * torch.finfo(x.dtype).eps
     while True:
         stepped = prob._prox(x - gf / prob.L_data, prob.prox_tau())
         x_new = torch.where(outside & ~prob.pen.support(stepped), stepped, x)
         Ax_new = prob.matvec(x_new)
         d2 = ((x_new - x) ** 2).sum(-1, keepdim=True)
-        curvature = ((Ax_new - Ax) ** 2).sum(-1, keepdim=True) / d2.clamp_min(1e-300)
-        too_flat = (d2 > 0) & (curvature > (1.0 + 1e-4) * torch.as_tensor(prob.L_data))
+        Ad = ((Ax_new - Ax) ** 2).sum(-1, keepdim=True).sqrt()
+        noise = rounding * (Ax.norm(dim=-1, keepdim=True) + Ax_new.norm(dim=-1, keepdim=True))
+        relative_noise = noise / Ad.clamp_min(torch.finfo(x.dtype).tiny)
+        curvature = Ad**2 / d2.clamp_min(torch.finfo(x.dtype).tiny)
+        slack = 1.0 + 1e-3 + 2.0 * relative_noise
+        L = torch.as_tensor(prob.L_data, dtype=x.dtype, device=x.device)
+        too_flat = (d2 > 0) & (relative_noise < 1e-2) & (curvature > slack * L)
         if not bool(too_flat.any()):
             return x_new, Ax_new
-        grown = torch.where(too_flat, 1.01 * curvature, torch.as_tensor(prob.L_data))
+        grown = torch.where(too_flat, 1.01 * curvature, L)
         prob.L_data = float(grown.max()) if isinstance(prob.L_data, float) else grown
 
 
