@@ -23,10 +23,12 @@ from beyondgd.segmentation.grid import contrast_weights
 pytest.importorskip("gco")
 
 RTOL = 1e-4
-#: (method, schedule, overlap): every path of the loop that differs under DDP
+#: (method, schedule, overlap[, warm_start]): every path of the loop that differs under DDP
+#: (warm starts: 10 images in batches of 5, so steps 3-4 start from steps 1-2's proposals)
 RUNS = [("pce", "batch", False), ("gd", "batch", False), ("adm", "batch", False),
-        ("adm", "cached", False), ("adm", "batch", True)]  # fmt: skip
-RESUMED = [("adm", "cached", False), ("adm", "batch", True)]
+        ("adm", "cached", False), ("adm", "batch", True),
+        ("adm", "batch", False, True)]  # fmt: skip
+RESUMED = [("adm", "cached", False), ("adm", "batch", True), ("adm", "batch", False, True)]
 
 
 def _data():
@@ -39,10 +41,11 @@ def _model(seed=0):
     return SegNet(3, 3, width=4, norm="group")
 
 
-def _kwargs(method, schedule, overlap):
+def _kwargs(method, schedule, overlap, warm_start=False):
     # batch 5 on 2 ranks: shares of 3 and 2 images
     return dict(method=method, lam=3.0, steps=4, batch_size=5, eval_every=2, schedule=schedule,
-                overlap=overlap, refresh_every=2, checkpoint_every=1, seed=1)  # fmt: skip
+                overlap=overlap, warm_start=warm_start, refresh_every=2, checkpoint_every=1,
+                seed=1)  # fmt: skip
 
 
 class _NaNOnRankOne(torch.nn.Module):
@@ -80,6 +83,9 @@ def _on_ranks(rank, world_size, tmp):
     out = {"proposals": _proposals(), "runs": {}, "resumed": {}}
     for run in RUNS:
         out["runs"][run] = _numbers(_train(run))
+    warm = SegmentationTrainer(_model(), **_kwargs("adm", "batch", False, True))
+    warm.fit(_data())
+    out["warm_labels"] = warm._previous  # every image's last proposals, the same on each rank
     for run in RESUMED:
         ckpt = Path(tmp) / f"{'-'.join(map(str, run))}.ckpt"
 
@@ -129,6 +135,11 @@ def test_two_ranks_match_one_process_and_resume_to_the_same_numbers(run_ranks, t
     # the X-step of the cached schedule: each rank labels its 5 images, gathered = 1 process
     assert torch.equal(ranks[0]["proposals"], _proposals())
     assert torch.equal(ranks[1]["proposals"], ranks[0]["proposals"])
+    single_warm = SegmentationTrainer(_model(), **_kwargs("adm", "batch", False, True))
+    single_warm.fit(_data())
+    assert bool((single_warm._previous >= 0).all())
+    for r in ranks:
+        assert torch.equal(r["warm_labels"], single_warm._previous)
     for run in RUNS:
         single = _numbers(_train(run))
         assert ranks[1]["runs"][run] == ranks[0]["runs"][run]  # ranks agree exactly

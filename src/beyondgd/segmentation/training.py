@@ -366,30 +366,33 @@ class SegmentationTrainer:
         unary = (-self.beta * log_probs.detach()).double()
         allowed = self._allowed(seeds, log_probs.shape[1], ignore)
 
-        def expand(sel, init, n_iter):
+        def expand(unary, weights, seeds, allowed, init, n_iter):
             return alpha_expansion_batch(
-                unary[sel],
-                weights[sel],
-                seeds=seeds[sel],
+                unary,
+                weights,
+                seeds=seeds,
                 potts_weight=self.lam,
                 n_iter=n_iter,
                 init=init,
-                allowed_labels=None if allowed is None else allowed[sel],
+                allowed_labels=allowed,
                 ignore_index=ignore,
                 n_jobs=self.n_jobs,
                 pool=pool,
             ).labels
 
-        everything = torch.arange(len(seeds))
         if images is None or self._previous is None:
-            return expand(everything, None, self.expansion_iters)
+            return expand(unary, weights, seeds, allowed, None, self.expansion_iters)
         previous = self._previous[images]
         warm = previous.flatten(1)[:, 0] >= 0
         labels = torch.empty_like(seeds)
-        if bool(warm.any()):
-            labels[warm] = expand(everything[warm], previous[warm], 1)
-        if not bool(warm.all()):
-            labels[~warm] = expand(everything[~warm], None, self.expansion_iters)
+        for part, init, n_iter in ((warm, previous, 1), (~warm, None, self.expansion_iters)):
+            if bool(part.any()):
+                sel = part.nonzero()[:, 0]
+                labels[sel] = expand(
+                    unary[sel], weights[sel], seeds[sel],
+                    None if allowed is None else allowed[sel],
+                    None if init is None else init[sel], n_iter,
+                )  # fmt: skip
         return labels
 
     def _all_proposals(self, data, weights, pool) -> torch.Tensor:
@@ -480,7 +483,6 @@ class SegmentationTrainer:
                     else seeds  # never hand GCO a non-finite unary; all ranks stop below
                 )
                 xstep = time.perf_counter() - t0
-                self._last_proposals = proposals
             else:
                 proposals = cached[idx]
             unlabelled = torch.where(seeds == ignore, proposals, torch.full_like(seeds, ignore))
@@ -494,6 +496,8 @@ class SegmentationTrainer:
         all_reduce_sum(counts)
         if counts[2] > 0:
             raise _nonfinite_error("the training loss")
+        if self._previous is not None:  # warm starts: every rank keeps the whole batch's labels
+            self._previous[all_gather_cat(idx)] = all_gather_cat(proposals)
         loss = nll / max(float(counts[0]), 1.0) + regularizer
         if counts[1] > 0:
             loss = loss + self.beta * adm_nll / float(counts[1])
@@ -744,8 +748,6 @@ class SegmentationTrainer:
                         loss, xs = self._step_loss(
                             train, idx[share], len(idx), weights, cached, pool, given, bad
                         )
-                        if self._previous is not None:  # the whole batch's, the same on all ranks
-                            self._previous[idx] = all_gather_cat(self._last_proposals)
                     except FloatingPointError:
                         diverged = True
                         break

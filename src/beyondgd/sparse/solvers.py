@@ -395,7 +395,7 @@ def _run_working_set(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> T
     prev_viol = torch.full((B,), math.inf, dtype=x.dtype, device=x.device)
     Ax = prob.matvec(x)
     sizes = opts["info"].setdefault("working_set_sizes", [])
-    last_U, L_W = None, None  # the columns of the last L_W computed, (B, n) mask
+    last_W, L_W = None, None  # the set of the last L_W computed
     while True:
         gf = prob.rmatvec(Ax - prob.y)
         score = prob.coordinate_stationarity(x, gf)
@@ -426,15 +426,13 @@ def _run_working_set(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> T
                 # support is kept, the rest follows the violations): ||A||^2 bounds every
                 # ||A_W||^2, and saves an eigenvalue problem each time (about 20% of the time)
                 L_W = prob.L_data
-            # ||A_U||^2 bounds ||A_W||^2 for W within U: a set that stays keeps its bound
-            elif last_U is None or not bool(last_U.gather(1, W).all()):
-                L_W = _data_lipschitz(A_W)
+            elif last_W is None or not torch.equal(last_W, W):  # a set that stays keeps its L
                 L_W = torch.minimum(
-                    torch.as_tensor(L_W, dtype=x.dtype, device=x.device).reshape(-1, 1),
+                    squared_spectral_norm(A_W).reshape(-1, 1),
                     torch.as_tensor(prob.L_data, dtype=x.dtype, device=x.device),
-                )
+                ).clamp_min(torch.finfo(x.dtype).tiny)
                 L_W = float(L_W) if L_W.numel() == 1 else L_W
-                last_U = torch.zeros_like(x, dtype=torch.bool).scatter(1, W, True)
+                last_W = W
             xs = torch.gather(x, 1, W)
             if dense:
                 x, Ax = _step_outside(prob, x, Ax, gf, W, rec.active)
