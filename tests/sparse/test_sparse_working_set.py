@@ -341,3 +341,50 @@ def test_smooth_penalty_working_sets_in_float32_at_a_tight_tolerance():
     ws = solve(A, b, pen, lam, **kw, working_set=True)
     assert plain.converged and ws.converged
     assert ws.info["products"] < 2 * plain.info["products"]
+
+
+@pytest.mark.parametrize("method", ["fista", "prox-grad"])
+def test_backtracking_grows_a_too_small_lipschitz_and_reaches_the_solution(method):
+    """With ``backtrack``, FISTA and prox-grad start from an ``L`` far below ``||A||^2`` (their
+    steps would diverge unchecked) and still reach the solution of an exact-``L`` run."""
+    from beyondgd.sparse.solvers import _RUNNERS, _Problem, _Recorder
+
+    A, y, _ = make_problem(m=50, n=120, k=5)
+    pen, lam = WEEP(10.0, 0.05), 0.05
+    true_L = float(torch.linalg.matrix_norm(A, 2) ** 2)
+    reference = solve(A, y, pen, lam, method="fista", tol=1e-10, max_iter=50_000)
+    small = 0.01 * true_L
+
+    def run(backtrack):
+        prob = _Problem(A, y[None], lam, pen, None, small)
+        prob.backtrack = backtrack
+        tol_abs = torch.tensor([1e-9 * float((A.T @ y).abs().max())], dtype=F64)
+        rec = _Recorder(tol_abs, torch.tensor([20_000]))
+        x = _RUNNERS[method](prob, torch.zeros(1, 120, dtype=F64), rec, {"anderson": 0})
+        return prob, rec, x
+
+    prob, rec, x = run(True)
+    assert bool(rec.converged.all())
+    assert small < prob.L_data <= 1.02 * true_L  # grew to the curvature seen, not beyond
+    assert torch.allclose(x[0], reference.x, atol=1e-7, rtol=0)
+    _, rec_unchecked, x_unchecked = run(False)  # the same start without the test diverges
+    assert not bool(rec_unchecked.converged.all()) or not torch.isfinite(x_unchecked).all()
+
+
+def test_smooth_working_sets_start_from_a_lower_bound_of_the_lipschitz_constant():
+    from beyondgd.sparse.solvers import _rayleigh_lower_bound
+
+    A, Y, _ = make_problem(m=40, n=90, k=4, B=3)
+    exact = float(torch.linalg.matrix_norm(A, 2) ** 2)
+    q = _rayleigh_lower_bound(A, Y, Y @ A)
+    assert q.shape == () and 0 < float(q) <= exact
+    assert float(q) == pytest.approx(float(((Y @ A).square().sum(-1) / Y.square().sum(-1)).max()))
+    # batched matrices: one bound each; a zero right-hand side falls back to the column norms
+    As = torch.stack([A, 2 * A, 3 * A])
+    Y0 = Y.clone()
+    Y0[1] = 0
+    q = _rayleigh_lower_bound(As, Y0, torch.bmm(Y0.unsqueeze(1), As).squeeze(1))
+    assert q.shape == (3,) and bool((q > 0).all())
+    assert float(q[1]) == pytest.approx(float((2 * A).square().sum(0).max()))
+    for i in range(3):
+        assert float(q[i]) <= (i + 1) ** 2 * exact * (1 + 1e-12)

@@ -138,6 +138,9 @@ class _Problem:
         self.pen = penalty
         self.D = D
         self.L_data = L_data  # (Bx, 1)
+        # a lower bound of ||A||^2 that the methods grow by a backtracking test (working sets
+        # on smooth penalties); False: L_data bounds ||A||^2 and steps are taken unchecked
+        self.backtrack = False
         self._value = getattr(penalty, "_value", None) or penalty.value
         self._grad = getattr(penalty, "_grad", None) or getattr(penalty, "grad", None)
         self._prox = getattr(penalty, "_prox", None) or getattr(penalty, "prox", None)
@@ -321,36 +324,80 @@ def _dense_working_set(penalty, D) -> bool:
     return smooth and D is None and hasattr(penalty, "support")
 
 
+def _grown_lipschitz(L, x_new, x, Ax_new, Ax, active) -> Tensor | None:
+    """Where the move ``d = x_new - x`` has ``||A d||^2 > L ||d||^2`` (``L`` does not majorize the
+    data term along it): the grown ``L`` per problem ``(B, 1)``, ``1.01`` times the curvature seen;
+    ``None`` where every active problem's ``L`` holds.
+
+    For the least-squares term this is exactly the test of a prox-gradient step's descent
+    (Beck and Teboulle's backtracking condition). A move whose ``A d`` is near the rounding
+    error of the two products is not judged: its curvature would be noise (in float32 near
+    convergence that noise once grew ``L`` a million-fold).
+    """
+    tiny = torch.finfo(x.dtype).tiny
+    # rounding error of a product, relative to its norm: generous for sums over n terms
+    rounding = 4.0 * math.sqrt(x.shape[-1]) * torch.finfo(x.dtype).eps
+    d2 = ((x_new - x) ** 2).sum(-1, keepdim=True)
+    Ad = ((Ax_new - Ax) ** 2).sum(-1, keepdim=True).sqrt()
+    noise = rounding * (Ax.norm(dim=-1, keepdim=True) + Ax_new.norm(dim=-1, keepdim=True))
+    relative_noise = noise / Ad.clamp_min(tiny)
+    curvature = Ad**2 / d2.clamp_min(tiny)
+    slack = 1.0 + 1e-3 + 2.0 * relative_noise
+    L = torch.as_tensor(L, dtype=x.dtype, device=x.device)
+    too_flat = active.unsqueeze(-1) & (d2 > 0) & (relative_noise < 1e-2) & (curvature > slack * L)
+    if not bool(too_flat.any()):
+        return None
+    return torch.where(too_flat, 1.01 * curvature, L)
+
+
+def _set_lipschitz(prob: _Problem, grown: Tensor) -> None:
+    prob.L_data = float(grown.max()) if isinstance(prob.L_data, float) else grown
+
+
+def _checked_step(prob: _Problem, z, Az, gz, active, x_new) -> tuple[Tensor, Tensor]:
+    """The prox-gradient step ``x_new = prox(z - gz / L)`` from ``z``, and ``A x_new``; with
+    ``prob.backtrack``, ``L`` grows and the step is redone until it descends."""
+    while True:
+        Ax_new = prob.matvec(x_new)
+        grown = (
+            _grown_lipschitz(prob.L_data, x_new, z, Ax_new, Az, active) if prob.backtrack else None
+        )
+        if grown is None:
+            return x_new, Ax_new
+        _set_lipschitz(prob, grown)
+        x_new = prob._prox(z - gz / prob.L_data, prob.prox_tau())
+
+
 def _step_outside(prob: _Problem, x, Ax, gf, W, active) -> tuple[Tensor, Tensor]:
     """One prox-gradient step on the coordinates outside ``W`` that stay in the penalty's
     quadratic zone (a step that would leave it waits for the working set); returns ``x, A x``.
 
     The step is a descent step where ``L`` bounds ``||A d||^2 / ||d||^2`` of the move ``d``; this
     is checked with the product the step needs anyway (``A d = A x_new - A x``), and where it
-    fails (a rough ``L``), ``L`` grows to the curvature seen and the step is redone. A move whose
-    ``A d`` is near the rounding error of the two products is not judged: its curvature would be
-    noise (in float32 near convergence that noise once grew ``L`` a million-fold).
+    fails (``L`` starts as a lower bound), ``L`` grows to the curvature seen and the step is redone.
     """
     outside = torch.ones_like(x, dtype=torch.bool).scatter(1, W, False)
     outside &= active.unsqueeze(-1)
-    # rounding error of a product, relative to its norm: generous for sums over n terms
-    rounding = 4.0 * math.sqrt(x.shape[-1]) * torch.finfo(x.dtype).eps
     while True:
         stepped = prob._prox(x - gf / prob.L_data, prob.prox_tau())
         x_new = torch.where(outside & ~prob.pen.support(stepped), stepped, x)
         Ax_new = prob.matvec(x_new)
-        d2 = ((x_new - x) ** 2).sum(-1, keepdim=True)
-        Ad = ((Ax_new - Ax) ** 2).sum(-1, keepdim=True).sqrt()
-        noise = rounding * (Ax.norm(dim=-1, keepdim=True) + Ax_new.norm(dim=-1, keepdim=True))
-        relative_noise = noise / Ad.clamp_min(torch.finfo(x.dtype).tiny)
-        curvature = Ad**2 / d2.clamp_min(torch.finfo(x.dtype).tiny)
-        slack = 1.0 + 1e-3 + 2.0 * relative_noise
-        L = torch.as_tensor(prob.L_data, dtype=x.dtype, device=x.device)
-        too_flat = (d2 > 0) & (relative_noise < 1e-2) & (curvature > slack * L)
-        if not bool(too_flat.any()):
+        grown = _grown_lipschitz(prob.L_data, x_new, x, Ax_new, Ax, active)
+        if grown is None:
             return x_new, Ax_new
-        grown = torch.where(too_flat, 1.01 * curvature, L)
-        prob.L_data = float(grown.max()) if isinstance(prob.L_data, float) else grown
+        _set_lipschitz(prob, grown)
+
+
+def _rayleigh_lower_bound(A: Tensor, Y: Tensor, AtY: Tensor) -> Tensor:
+    """``||A^T y||^2 / ||y||^2 <= ||A||_2^2`` per matrix (``()`` shared, else ``(B,)``), from the
+    product ``A^T y`` that ``solve`` computes anyway; where it is 0 (``y = 0`` or ``y`` orthogonal
+    to the range of ``A``), the largest squared column norm."""
+    q = AtY.square().sum(-1) / Y.square().sum(-1).clamp_min(torch.finfo(A.dtype).tiny)
+    if A.dim() == 2:
+        q = q.amax()
+    if bool((q > 0).all()):
+        return q
+    return torch.where(q > 0, q, A.square().sum(-2).amax(-1))
 
 
 def _data_lipschitz(A: Tensor, rtol: float = 1e-6) -> float | Tensor:
@@ -362,7 +409,7 @@ def _data_lipschitz(A: Tensor, rtol: float = 1e-6) -> float | Tensor:
 def _columns(A: Tensor, W: Tensor, B: int) -> Tensor:
     """The columns ``W`` ``(B, k)`` of ``A``: ``(m, k)`` for one problem, else ``(B, m, k)``."""
     if A.dim() == 2 and B == 1:
-        return A[:, W[0]]
+        return A.index_select(1, W[0])  # about half the time of A[:, W[0]]
     if A.dim() == 2:  # one column set per problem: the sub-problems become batched
         return A[:, W].permute(1, 0, 2).contiguous()
     return torch.gather(A, 2, W.unsqueeze(1).expand(-1, A.shape[1], -1))
@@ -383,9 +430,11 @@ def _run_working_set(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> T
     A smooth penalty (WEEP) has no exact zeros: its prox maps the small coordinates into a
     quadratic zone near 0 (``penalty.support`` is the rest). There the coordinates outside the
     working set are not held at 0: each outer iteration gives them one prox-gradient step from
-    the full gradient it has just computed (a descent step, since ``||A||^2`` bounds their block's
-    curvature too), and the sub-problem sees them through its right-hand side
-    ``y - A_out x_out``.
+    the full gradient it has just computed, and the sub-problem sees them through its right-hand
+    side ``y - A_out x_out``. Every step is checked to descend (``_grown_lipschitz``), so ``L``
+    starts low and grows by backtracking: the outside steps' from ``||A^T y||^2 / ||y||^2``, the
+    sub-problems' (a few hundred columns: a quarter of ``||A||^2`` at 1000 x 5000) from the
+    first set's largest squared column norm; a set of every column takes the exact ``||A||^2``.
     """
     inner = _RUNNERS[opts["inner"]]
     B, n = x.shape
@@ -396,6 +445,9 @@ def _run_working_set(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> T
     Ax = prob.matvec(x)
     sizes = opts["info"].setdefault("working_set_sizes", [])
     last_W, L_W = None, None  # the set of the last L_W computed
+    # smooth penalty: the sub-problems' L, grown by backtracking, from the first set's largest
+    # squared column norm (a lower bound of ||A||^2) unless the caller gave L
+    L_sub = None if opts.get("lipschitz_rough") else prob.L_data
     while True:
         gf = prob.rmatvec(Ax - prob.y)
         score = prob.coordinate_stationarity(x, gf)
@@ -421,11 +473,18 @@ def _run_working_set(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> T
             sub, xs = prob, x
         else:
             A_W = _columns(prob.A, W, B)
-            if dense and 2 * k <= n:
+            if dense and L_sub is None:
+                # start low: a small L is a long step, and the sub-problems are much flatter
+                # than A (320 of 5000 columns: ||A_W||^2 about a quarter of ||A||^2)
+                L_sub = A_W.square().sum(-2).amax(-1).reshape(-1, 1)
+                L_sub = L_sub.clamp_min(torch.finfo(x.dtype).tiny)
+                L_sub = float(L_sub.max()) if isinstance(prob.L_data, float) else L_sub
+            if dense:
                 # the sets of a smooth penalty change much between outer iterations (its
-                # support is kept, the rest follows the violations): ||A||^2 bounds every
-                # ||A_W||^2, and saves an eigenvalue problem each time (about 20% of the time)
-                L_W = prob.L_data
+                # support is kept, the rest follows the violations): an eigenvalue problem per
+                # set cost about 20% of the time, ||A||^2 for all of them twice the inner
+                # iterations; one L, grown by backtracking (both products are at hand), is free
+                L_W = L_sub
             elif last_W is None or not torch.equal(last_W, W):  # a set that stays keeps its L
                 L_W = torch.minimum(
                     squared_spectral_norm(A_W).reshape(-1, 1),
@@ -437,6 +496,7 @@ def _run_working_set(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> T
             if dense:
                 x, Ax = _step_outside(prob, x, Ax, gf, W, rec.active)
             sub = _Problem(A_W, prob.y, prob.lam, prob.pen, None, L_W, prob.counter)
+            sub.backtrack = dense
             if dense:
                 sub.y = prob.y - Ax + sub.matvec(xs)  # y - A_out x_out
         callback = None
@@ -449,6 +509,8 @@ def _run_working_set(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> T
         inner_rec = _Recorder(inner_tol, limit, callback)
         inner_rec.squeeze = False
         xs = inner(sub, xs, inner_rec, opts)
+        if sub.backtrack:
+            L_sub = sub.L_data
         if dense and k < n:  # A x = A_out x_out + A_W x_W, without a full product
             Ax = (prob.y - sub.y) + sub.matvec(xs)
             x = x.scatter(1, W, xs)
@@ -487,7 +549,8 @@ def _run_gd(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> Tensor:
 def _run_prox_grad(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> Tensor:
     L = prob.L_data
     tau = prob.prox_tau()
-    r = prob.matvec(x) - prob.y
+    Ax = prob.matvec(x)
+    r = Ax - prob.y
     acc = _Anderson(opts["anderson"]) if opts.get("anderson", 0) else None
     for _ in range(rec.max_iter + 1):
         gf = prob.rmatvec(r)
@@ -499,8 +562,9 @@ def _run_prox_grad(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> Ten
         rec.record(prob.objective(x, r), stat, x)
         if rec.stop():
             break
-        x = rec.freeze(x_plus, x)
-        Ax = prob.matvec(x)
+        x_plus, Ax_plus = _checked_step(prob, x, Ax, gf, rec.active, x_plus)
+        L, tau = prob.L_data, prob.prox_tau()
+        x, Ax = rec.freeze(x_plus, x), rec.freeze(Ax_plus, Ax)
         if acc is not None and acc.push(x):
             x, Ax, _ = _anderson_step(prob, acc, x, Ax, rec.active)
             acc.push(x)
@@ -519,12 +583,12 @@ def _run_fista(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> Tensor:
     acc = _Anderson(opts["anderson"]) if opts.get("anderson", 0) else None
     for _ in range(rec.max_iter + 1):
         gz = prob.rmatvec(Az - prob.y)
-        x_new = prob._prox(z - gz / L, tau)
+        x_new, Ax_new = _checked_step(prob, z, Az, gz, rec.active, prob._prox(z - gz / L, tau))
+        L, tau = prob.L_data, prob.prox_tau()
         if prob.uses_gradient_measure():
             cheap = (gz + prob.lam * prob.pen_grad(z)).abs().amax(dim=-1)
         else:
             cheap = (L * (z - x_new).abs()).amax(dim=-1)
-        Ax_new = prob.matvec(x_new)
         # The test is made at x_new (exactly), but only where the cheap test at z passes.
         candidate = rec.active & (cheap <= rec.tol_abs) & (rec.n_iter < rec.limit)
         if bool(candidate.any()):
@@ -854,7 +918,10 @@ def solve(
         sets. A smooth penalty with a ``support`` (WEEP) has no exact zeros: the coordinates
         outside the set take one prox-gradient step per outer iteration inside the penalty's
         quadratic zone near 0 (checked to descend), so the set holds the support and the
-        violators, not every nonzero. The histories then hold, per
+        violators, not every nonzero; and since every step is checked (backtracking), ``L``
+        starts from a lower bound and grows where a step shows more curvature, which spares
+        the Lanczos run and lets the sub-problems (flatter than ``A``) take longer steps.
+        The histories then hold, per
         outer iteration, the full check followed by the inner iterates (whose stationarity is the
         sub-problem's). ``result.info`` gives the sizes and the products with ``A``.
     anderson : int
@@ -959,13 +1026,19 @@ def solve(
         else:
             raise ValueError(f"x0 must have shape ({n},) or ({B}, {n}), got {tuple(x0.shape)}")
 
+    prob = _Problem(A, Y, lam, penalty, D, None)
+    AtY = prob.rmatvec(Y)
+    scale = AtY.abs().amax(dim=-1)
+
     # ||A||^2 per problem, as (Bx, 1)
     rough = False
     if lipschitz is None:
-        # working sets on a smooth penalty take full 1 / L steps only where checked, so a
-        # rough estimate serves there (Lanczos to 1e-3: about a third of the steps at 5000 x 1000)
+        # working sets on a smooth penalty check every step they take (backtracking), so they
+        # start from a lower bound of ||A||^2 that costs nothing, ||A^T y||^2 / ||y||^2 (Lanczos
+        # took about 15% of the time at 1000 x 5000), and grow it where a step says so
         rough = working_set and _dense_working_set(penalty, D)
-        L_data = squared_spectral_norm(A, rtol=1e-3 if rough else 1e-6).reshape(-1, 1)
+        L_data = _rayleigh_lower_bound(A, Y, AtY) if rough else squared_spectral_norm(A)
+        L_data = L_data.reshape(-1, 1)
     else:
         if isinstance(lipschitz, Tensor):
             L_data = lipschitz.to(dtype=A.dtype, device=A.device).reshape(-1, 1)
@@ -975,10 +1048,9 @@ def solve(
     L_data = L_data.clamp_min(torch.finfo(A.dtype).tiny)
     if L_data.numel() == 1:
         L_data = float(L_data)  # a Python float keeps the prox on its scalar-step path
+    prob.L_data = L_data
     normD2 = 1.0 if D is None else float(squared_spectral_norm(D))
 
-    prob = _Problem(A, Y, lam, penalty, D, L_data)
-    scale = prob.rmatvec(Y).abs().amax(dim=-1)
     tol_abs = tol * torch.where(scale > 0, scale, torch.ones_like(scale))
 
     opts = {
