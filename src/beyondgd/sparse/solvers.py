@@ -35,6 +35,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -574,7 +575,56 @@ def _run_prox_grad(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> Ten
     return x
 
 
+def _compiled_fista():
+    """The numba-compiled FISTA module, or None where numba is not installed."""
+    try:
+        from beyondgd.sparse import _fista_compiled
+    except ImportError:
+        return None
+    return _fista_compiled
+
+
+def _run_fista_compiled(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> Tensor | None:
+    """``_run_fista`` compiled, where it applies (one CPU problem, float32/64, a known penalty, no
+    callback, Anderson or backtracking); None elsewhere."""
+    if (
+        x.shape[0] != 1
+        or not prob.shared
+        or x.device.type != "cpu"
+        or x.dtype not in (torch.float32, torch.float64)
+        or prob.D is not None
+        or prob.backtrack
+        or prob.lam == 0.0
+        or rec.callback is not None
+        or opts.get("anderson", 0)
+        or not isinstance(prob.L_data, float)
+    ):
+        return None
+    compiled = _compiled_fista()
+    spec = None if compiled is None else compiled.penalty_spec(prob.pen)
+    if spec is None:
+        return None
+    kind, params = spec
+    A = prob.A.detach().numpy()
+    A = A if A.flags.c_contiguous else np.ascontiguousarray(A)
+    x_out, n_iter, converged, obj, stat, products = compiled.fista(
+        A, prob.y[0].detach().numpy(), x[0].detach().numpy(), prob.L_data, float(prob.lam),
+        float(rec.tol_abs[0]), int(rec.limit[0]), kind, params, prob.smooth,
+    )  # fmt: skip
+    prob.counter["products"] += products * prob._unit
+    rec.obj.extend(torch.from_numpy(obj).to(x.dtype).reshape(-1, 1).unbind(0))
+    rec.stat.extend(torch.from_numpy(stat).to(x.dtype).reshape(-1, 1).unbind(0))
+    rec.n_iter += n_iter
+    rec.converged[0] = bool(converged)
+    rec.active[:] = False
+    rec.all_active, rec.any_active = False, False
+    return torch.from_numpy(x_out).reshape(1, -1)
+
+
 def _run_fista(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> Tensor:
+    compiled = _run_fista_compiled(prob, x, rec, opts)
+    if compiled is not None:
+        return compiled
     L = prob.L_data
     tau = prob.prox_tau()
     Ax = prob.matvec(x)
@@ -885,7 +935,12 @@ def solve(
         Regularization weight, ``lam >= 0``.
     method : {"fista", "prox-grad", "gd", "adam", "lbfgs", "admm"}
         See the module notes. ``"gd"``/``"lbfgs"`` need a smooth penalty; ``"prox-grad"``/
-        ``"fista"`` need ``D=None``.
+        ``"fista"`` need ``D=None``. ``"fista"`` on one problem on the CPU (float32/64, an
+        :class:`~beyondgd.penalties.L1`, :class:`~beyondgd.penalties.MCP` or
+        :class:`~beyondgd.penalties.WEEP` penalty, no ``callback`` or ``anderson``; also the
+        sub-problems of working sets of L1 and MCP) runs compiled with numba where numba is
+        installed (the ``sparse`` extra): the same iterations without Python in the loop (5-7x
+        faster at 160 x 400, where the torch loop spends its time dispatching small operations).
     x0 : Tensor, optional
         Warm start, ``(n,)`` (used for every problem) or ``(B, n)``; default zeros.
     max_iter : int
