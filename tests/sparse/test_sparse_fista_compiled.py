@@ -135,7 +135,7 @@ def test_warm_start_from_the_solution_stops_at_once(monkeypatch):
 
 @pytest.mark.parametrize(
     "case",
-    ["callback", "batched", "anderson", "other-penalty", "working-set-smooth", "subclass"],
+    ["callback", "batched", "anderson", "other-penalty", "subclass"],
 )
 def test_the_torch_loop_runs_where_the_kernel_does_not_apply(case, monkeypatch):
     A, y, _ = make_problem(m=40, n=100, k=4)
@@ -149,8 +149,6 @@ def test_the_torch_loop_runs_where_the_kernel_does_not_apply(case, monkeypatch):
         kw["anderson"] = 5
     elif case == "other-penalty":
         pen, lam = SCAD(0.05, 3.7), 1.0
-    elif case == "working-set-smooth":
-        kw["working_set"] = True  # sub-problems backtrack: the torch loop
     elif case == "subclass":
 
         class Scaled(L1):  # may change the maps: not the kernel's L1
@@ -160,10 +158,7 @@ def test_the_torch_loop_runs_where_the_kernel_does_not_apply(case, monkeypatch):
         pen = Scaled(1.0)
     calls = spy_compiled(monkeypatch)
     res = solve(A, y, pen, lam, **kw)
-    if case == "working-set-smooth":  # only a set of every column (no backtracking) compiles
-        assert all(call[0].shape[1] == A.shape[1] for call in calls)
-    else:
-        assert calls == []
+    assert calls == []
     assert bool(torch.as_tensor(res.converged).all())
 
 
@@ -175,6 +170,35 @@ def test_working_sets_of_a_nonsmooth_penalty_run_their_sub_problems_compiled(mon
     assert max(call[0].shape[1] for call in calls) < 300  # sub-problems on the sets' columns
     full = solve(A, y, MCP(0.05, 3.0), 1.0, method="fista", tol=1e-8)
     assert torch.allclose(res.x, full.x, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32], ids=["f64", "f32"])
+def test_smooth_working_sets_backtrack_in_the_kernel_as_in_the_torch_loop(
+    dtype, torch_path, monkeypatch
+):
+    """The sub-problems of WEEP's working sets start from a low ``L`` and grow it by
+    backtracking, compiled: the same sets, iterations and solution as the torch loop."""
+    A, y, _ = make_problem(m=100, n=1000, k=10, dtype=dtype)
+    A = A * 100**0.5  # weep_speed's scaling
+    alpha = 0.05 * float((A.T @ y).abs().max()) / 100
+    pen, lam = WEEP(100.0, (3 * alpha) ** 2 / 2), 100 / 3
+    tol = 1e-8 if dtype == F64 else 1e-4
+    kw = dict(method="fista", tol=tol, max_iter=50_000, working_set=True)
+    calls = spy_compiled(monkeypatch)
+    res = solve(A, y, pen, lam, **kw)
+    ref = torch_path(A, y, pen, lam, **kw)
+    assert res.converged and ref.converged
+    backtracked = [call for call in calls if call[10]]  # the backtrack flag
+    assert backtracked and all(call[0].shape[1] < 1000 for call in backtracked)
+    # the kernel's L grew from the set's largest squared column norm, as in the torch loop
+    assert min(call[3] for call in backtracked) < 0.5 * squared_norm(A)
+    if dtype == F64:
+        assert res.info["working_set_sizes"] == ref.info["working_set_sizes"]
+        assert res.n_iter == ref.n_iter
+        assert res.info["products"] == pytest.approx(ref.info["products"], rel=1e-12)
+        assert torch.allclose(res.x, ref.x, atol=1e-12, rtol=0)
+    else:
+        assert torch.allclose(res.x, ref.x, atol=1e-2, rtol=0)
 
 
 def test_the_kernel_is_deterministic():

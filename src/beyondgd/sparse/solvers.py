@@ -586,14 +586,13 @@ def _compiled_fista():
 
 def _run_fista_compiled(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> Tensor | None:
     """``_run_fista`` compiled, where it applies (one CPU problem, float32/64, a known penalty, no
-    callback, Anderson or backtracking); None elsewhere."""
+    callback or Anderson); None elsewhere."""
     if (
         x.shape[0] != 1
         or not prob.shared
         or x.device.type != "cpu"
         or x.dtype not in (torch.float32, torch.float64)
         or prob.D is not None
-        or prob.backtrack
         or prob.lam == 0.0
         or rec.callback is not None
         or opts.get("anderson", 0)
@@ -607,10 +606,13 @@ def _run_fista_compiled(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -
     kind, params = spec
     A = prob.A.detach().numpy()
     A = A if A.flags.c_contiguous else np.ascontiguousarray(A)
-    x_out, n_iter, converged, obj, stat, products = compiled.fista(
+    finfo = torch.finfo(x.dtype)
+    x_out, n_iter, converged, obj, stat, products, L = compiled.fista(
         A, prob.y[0].detach().numpy(), x[0].detach().numpy(), prob.L_data, float(prob.lam),
-        float(rec.tol_abs[0]), int(rec.limit[0]), kind, params, prob.smooth,
+        float(rec.tol_abs[0]), int(rec.limit[0]), kind, params, prob.smooth, prob.backtrack,
+        4.0 * math.sqrt(x.shape[-1]) * finfo.eps, finfo.tiny,
     )  # fmt: skip
+    prob.L_data = float(L)
     prob.counter["products"] += products * prob._unit
     rec.obj.extend(torch.from_numpy(obj).to(x.dtype).reshape(-1, 1).unbind(0))
     rec.stat.extend(torch.from_numpy(stat).to(x.dtype).reshape(-1, 1).unbind(0))
