@@ -172,16 +172,20 @@ def test_working_sets_of_a_nonsmooth_penalty_run_their_sub_problems_compiled(mon
     assert torch.allclose(res.x, full.x, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("penalty", ["weep", "mcp"])
 @pytest.mark.parametrize("dtype", [F64, torch.float32], ids=["f64", "f32"])
-def test_smooth_working_sets_backtrack_in_the_kernel_as_in_the_torch_loop(
-    dtype, torch_path, monkeypatch
+def test_working_sets_backtrack_in_the_kernel_as_in_the_torch_loop(
+    penalty, dtype, torch_path, monkeypatch
 ):
-    """The sub-problems of WEEP's working sets start from a low ``L`` and grow it by
-    backtracking, compiled: the same sets, iterations and solution as the torch loop."""
+    """The sub-problems of working sets start from a low ``L`` and grow it by backtracking,
+    compiled: the same sets, iterations and solution as the torch loop."""
     A, y, _ = make_problem(m=100, n=1000, k=10, dtype=dtype)
     A = A * 100**0.5  # weep_speed's scaling
     alpha = 0.05 * float((A.T @ y).abs().max()) / 100
-    pen, lam = WEEP(100.0, (3 * alpha) ** 2 / 2), 100 / 3
+    if penalty == "weep":
+        pen, lam = WEEP(100.0, (3 * alpha) ** 2 / 2), 100 / 3
+    else:
+        pen, lam = MCP(alpha, 3.0), 100.0
     tol = 1e-8 if dtype == F64 else 1e-4
     kw = dict(method="fista", tol=tol, max_iter=50_000, working_set=True)
     calls = spy_compiled(monkeypatch)

@@ -433,9 +433,11 @@ def _run_working_set(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> T
     working set are not held at 0: each outer iteration gives them one prox-gradient step from
     the full gradient it has just computed, and the sub-problem sees them through its right-hand
     side ``y - A_out x_out``. Every step is checked to descend (``_grown_lipschitz``), so ``L``
-    starts low and grows by backtracking: the outside steps' from ``||A^T y||^2 / ||y||^2``, the
-    sub-problems' (a few hundred columns: a quarter of ``||A||^2`` at 1000 x 5000) from the
-    first set's largest squared column norm; a set of every column takes the exact ``||A||^2``.
+    starts low and grows by backtracking, from ``||A^T y||^2 / ||y||^2``.
+
+    The sub-problems of every penalty backtrack as well, from the first set's largest squared
+    column norm (a few hundred columns: ``||A_W||^2`` is about a quarter of ``||A||^2`` at
+    1000 x 5000); a set of every column takes the exact ``||A||^2``.
     """
     inner = _RUNNERS[opts["inner"]]
     B, n = x.shape
@@ -445,10 +447,7 @@ def _run_working_set(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> T
     prev_viol = torch.full((B,), math.inf, dtype=x.dtype, device=x.device)
     Ax = prob.matvec(x)
     sizes = opts["info"].setdefault("working_set_sizes", [])
-    last_W, L_W = None, None  # the set of the last L_W computed
-    # smooth penalty: the sub-problems' L, grown by backtracking, from the first set's largest
-    # squared column norm (a lower bound of ||A||^2) unless the caller gave L
-    L_sub = None if opts.get("lipschitz_rough") else prob.L_data
+    L_sub = None  # the sub-problems' L: from the first set, grown by backtracking
     while True:
         gf = prob.rmatvec(Ax - prob.y)
         score = prob.coordinate_stationarity(x, gf)
@@ -474,30 +473,21 @@ def _run_working_set(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> T
             sub, xs = prob, x
         else:
             A_W = _columns(prob.A, W, B)
-            if dense and L_sub is None:
-                # start low: a small L is a long step, and the sub-problems are much flatter
-                # than A (320 of 5000 columns: ||A_W||^2 about a quarter of ||A||^2)
+            if L_sub is None:
+                # The sets change between outer iterations (a smooth penalty's by about 195 of
+                # 320 columns at 1000 x 5000): an eigenvalue problem per set cost about 20% of
+                # the time, and ||A||^2 for all of them twice the inner iterations (the sets
+                # are flatter: ||A_W||^2 about a quarter of ||A||^2 there). One L, from the first
+                # set's largest squared column norm, grown by backtracking (both products of
+                # the test are at hand), is free and takes long steps.
                 L_sub = A_W.square().sum(-2).amax(-1).reshape(-1, 1)
                 L_sub = L_sub.clamp_min(torch.finfo(x.dtype).tiny)
                 L_sub = float(L_sub.max()) if isinstance(prob.L_data, float) else L_sub
-            if dense:
-                # the sets of a smooth penalty change much between outer iterations (its
-                # support is kept, the rest follows the violations): an eigenvalue problem per
-                # set cost about 20% of the time, ||A||^2 for all of them twice the inner
-                # iterations; one L, grown by backtracking (both products are at hand), is free
-                L_W = L_sub
-            elif last_W is None or not torch.equal(last_W, W):  # a set that stays keeps its L
-                L_W = torch.minimum(
-                    squared_spectral_norm(A_W).reshape(-1, 1),
-                    torch.as_tensor(prob.L_data, dtype=x.dtype, device=x.device),
-                ).clamp_min(torch.finfo(x.dtype).tiny)
-                L_W = float(L_W) if L_W.numel() == 1 else L_W
-                last_W = W
             xs = torch.gather(x, 1, W)
             if dense:
                 x, Ax = _step_outside(prob, x, Ax, gf, W, rec.active)
-            sub = _Problem(A_W, prob.y, prob.lam, prob.pen, None, L_W, prob.counter)
-            sub.backtrack = dense
+            sub = _Problem(A_W, prob.y, prob.lam, prob.pen, None, L_sub, prob.counter)
+            sub.backtrack = True
             if dense:
                 sub.y = prob.y - Ax + sub.matvec(xs)  # y - A_out x_out
         callback = None
@@ -977,7 +967,9 @@ def solve(
         quadratic zone near 0 (checked to descend), so the set holds the support and the
         violators, not every nonzero; and since every step is checked (backtracking), ``L``
         starts from a lower bound and grows where a step shows more curvature, which spares
-        the Lanczos run and lets the sub-problems (flatter than ``A``) take longer steps.
+        the Lanczos run. The sub-problems of every penalty backtrack the same way from the
+        first set's largest squared column norm: no eigenvalue problem per set, and longer
+        steps (a set is flatter than ``A``).
         The histories then hold, per
         outer iteration, the full check followed by the inner iterates (whose stationarity is the
         sub-problem's). ``result.info`` gives the sizes and the products with ``A``.
