@@ -135,7 +135,7 @@ def test_warm_start_from_the_solution_stops_at_once(monkeypatch):
 
 @pytest.mark.parametrize(
     "case",
-    ["callback", "batched", "anderson", "other-penalty", "subclass"],
+    ["callback", "anderson", "other-penalty", "subclass", "batched-working-set-smooth"],
 )
 def test_the_torch_loop_runs_where_the_kernel_does_not_apply(case, monkeypatch):
     A, y, _ = make_problem(m=40, n=100, k=4)
@@ -143,8 +143,9 @@ def test_the_torch_loop_runs_where_the_kernel_does_not_apply(case, monkeypatch):
     kw = dict(method="fista", tol=1e-8)
     if case == "callback":
         kw["callback"] = lambda x: False
-    elif case == "batched":
+    elif case == "batched-working-set-smooth":  # the batch shares one backtracked L
         y = torch.stack([y, 2 * y])
+        kw["working_set"] = True
     elif case == "anderson":
         kw["anderson"] = 5
     elif case == "other-penalty":
@@ -158,7 +159,10 @@ def test_the_torch_loop_runs_where_the_kernel_does_not_apply(case, monkeypatch):
         pen = Scaled(1.0)
     calls = spy_compiled(monkeypatch)
     res = solve(A, y, pen, lam, **kw)
-    assert calls == []
+    if case == "batched-working-set-smooth":  # only a set of every column runs compiled
+        assert all(call[0].shape[1] == A.shape[1] for call in calls)
+    else:
+        assert calls == []
     assert bool(torch.as_tensor(res.converged).all())
 
 
@@ -203,6 +207,32 @@ def test_working_sets_backtrack_in_the_kernel_as_in_the_torch_loop(
         assert torch.allclose(res.x, ref.x, atol=1e-12, rtol=0)
     else:
         assert torch.allclose(res.x, ref.x, atol=1e-2, rtol=0)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-A", "batched-A"])
+@pytest.mark.parametrize("name,pen,lam", CASES[:4], ids=[c[0] for c in CASES[:4]])
+def test_a_batch_runs_compiled_problem_by_problem_as_the_torch_loop(
+    name, pen, lam, shared, torch_path, monkeypatch
+):
+    A, Y, _ = make_problem(m=40, n=100, k=4, B=3)
+    As = A if shared else torch.stack([A * (1 + 0.2 * i) for i in range(3)])
+    kw = dict(method="fista", tol=1e-9, max_iter=5000)
+    calls = spy_compiled(monkeypatch)
+    res = solve(As, Y, pen, lam, **kw)
+    assert len(calls) == 3
+    ref = torch_path(As, Y, pen, lam, **kw)
+    assert torch.equal(res.n_iter, ref.n_iter) and torch.equal(res.converged, ref.converged)
+    assert len(set(res.n_iter.tolist())) > 1  # the problems stop at different iterations
+    assert torch.allclose(res.x, ref.x, atol=1e-12, rtol=0)
+    # histories (T, B): a stopped problem repeats its last record, as in the torch loop
+    assert res.objective_history.shape == ref.objective_history.shape
+    assert torch.allclose(res.objective_history, ref.objective_history, rtol=1e-12, atol=0)
+    assert torch.allclose(res.stationarity_history, ref.stationarity_history, rtol=1e-9, atol=1e-13)
+    # and each problem's solution is its single solve's
+    for i in range(3):
+        single = solve(A if shared else As[i], Y[i], pen, lam, **kw)
+        assert torch.allclose(res.x[i], single.x, atol=1e-12, rtol=0)
+        assert int(res.n_iter[i]) == single.n_iter
 
 
 def test_the_kernel_is_deterministic():

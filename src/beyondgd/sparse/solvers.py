@@ -575,18 +575,23 @@ def _compiled_fista():
 
 
 def _run_fista_compiled(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> Tensor | None:
-    """``_run_fista`` compiled, where it applies (one CPU problem, float32/64, a known penalty, no
-    callback or Anderson); None elsewhere."""
+    """``_run_fista`` compiled, where it applies (CPU, float32/64, a known penalty, no callback or
+    Anderson); None elsewhere.
+
+    A batch runs the kernel problem by problem, which is what the torch loop does in lockstep
+    (each problem has its own iterations and stop; a stopped one repeats its last record), except
+    where the batch shares one backtracked ``L`` (then the torch loop runs). On the CPU this loop
+    is faster than the batched torch products (B = 64 of 160 x 400: about 0.17 s vs 0.22 s).
+    """
+    B = x.shape[0]
     if (
-        x.shape[0] != 1
-        or not prob.shared
-        or x.device.type != "cpu"
+        x.device.type != "cpu"
         or x.dtype not in (torch.float32, torch.float64)
         or prob.D is not None
         or prob.lam == 0.0
         or rec.callback is not None
         or opts.get("anderson", 0)
-        or not isinstance(prob.L_data, float)
+        or (prob.backtrack and B > 1)
     ):
         return None
     compiled = _compiled_fista()
@@ -596,21 +601,41 @@ def _run_fista_compiled(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -
     kind, params = spec
     A = prob.A.detach().numpy()
     A = A if A.flags.c_contiguous else np.ascontiguousarray(A)
+    Y, X = prob.y.detach().numpy(), x.detach().numpy()
+    L = torch.as_tensor(prob.L_data, dtype=torch.float64).reshape(-1).expand(B).tolist()
     finfo = torch.finfo(x.dtype)
-    x_out, n_iter, converged, obj, stat, products, L = compiled.fista(
-        A, prob.y[0].detach().numpy(), x[0].detach().numpy(), prob.L_data, float(prob.lam),
-        float(rec.tol_abs[0]), int(rec.limit[0]), kind, params, prob.smooth, prob.backtrack,
-        4.0 * math.sqrt(x.shape[-1]) * finfo.eps, finfo.tiny,
-    )  # fmt: skip
-    prob.L_data = float(L)
-    prob.counter["products"] += products * prob._unit
-    rec.obj.extend(torch.from_numpy(obj).to(x.dtype).reshape(-1, 1).unbind(0))
-    rec.stat.extend(torch.from_numpy(stat).to(x.dtype).reshape(-1, 1).unbind(0))
-    rec.n_iter += n_iter
-    rec.converged[0] = bool(converged)
+    rounding = 4.0 * math.sqrt(x.shape[-1]) * finfo.eps
+    runs = [
+        compiled.fista(
+            A if prob.shared else A[b],
+            Y[b],
+            X[b],
+            L[b],
+            float(prob.lam),
+            float(rec.tol_abs[b]),
+            int(rec.limit[b]),
+            kind,
+            params,
+            prob.smooth,
+            prob.backtrack,
+            rounding,
+            finfo.tiny,
+        )  # fmt: skip
+        for b in range(B)
+    ]
+    if prob.backtrack:  # one problem (see above)
+        prob.L_data = float(runs[0][6])
+    # a batched product counts once: the batch needs what its longest run needed
+    prob.counter["products"] += max(run[5] for run in runs) * prob._unit
+    T = max(len(run[3]) for run in runs)
+    for history, column in ((rec.obj, 3), (rec.stat, 4)):
+        padded = np.stack([np.pad(run[column], (0, T - len(run[column])), "edge") for run in runs])
+        history.extend(torch.from_numpy(padded.T).to(x.dtype).unbind(0))
+    rec.n_iter += torch.tensor([run[1] for run in runs], device=x.device)
+    rec.converged[:] = torch.tensor([run[2] for run in runs])
     rec.active[:] = False
     rec.all_active, rec.any_active = False, False
-    return torch.from_numpy(x_out).reshape(1, -1)
+    return torch.from_numpy(np.stack([run[0] for run in runs]))
 
 
 def _run_fista(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> Tensor:
@@ -927,12 +952,13 @@ def solve(
         Regularization weight, ``lam >= 0``.
     method : {"fista", "prox-grad", "gd", "adam", "lbfgs", "admm"}
         See the module notes. ``"gd"``/``"lbfgs"`` need a smooth penalty; ``"prox-grad"``/
-        ``"fista"`` need ``D=None``. ``"fista"`` on one problem on the CPU (float32/64, an
+        ``"fista"`` need ``D=None``. ``"fista"`` on the CPU (float32/64, an
         :class:`~beyondgd.penalties.L1`, :class:`~beyondgd.penalties.MCP` or
         :class:`~beyondgd.penalties.WEEP` penalty, no ``callback`` or ``anderson``; also the
-        sub-problems of working sets of L1 and MCP) runs compiled with numba where numba is
-        installed (the ``sparse`` extra): the same iterations without Python in the loop (5-7x
-        faster at 160 x 400, where the torch loop spends its time dispatching small operations).
+        sub-problems of working sets) runs compiled with numba where numba is installed (the
+        ``sparse`` extra): the same iterations without Python in the loop (5-7x faster at
+        160 x 400, where the torch loop spends its time dispatching small operations); a batch
+        on the CPU runs its problems one after the other there.
     x0 : Tensor, optional
         Warm start, ``(n,)`` (used for every problem) or ``(B, n)``; default zeros.
     max_iter : int
