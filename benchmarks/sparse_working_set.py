@@ -22,7 +22,9 @@ Each solver is run at tolerances 1e-3, 1e-4, ... and timed at the first toleranc
 meets the suboptimality target (for every problem of a batch); the time is the median of
 ``--repeats`` runs. Next to seconds, beyondgd's products with ``X`` (``result.info["products"]``,
 a product with k of the n columns counting k/n) are printed: a load-independent cost. The machine
-these numbers come from may be loaded: read the seconds as rough.
+these numbers come from may be loaded: read the seconds as rough. Without Anderson, beyondgd's
+FISTA runs compiled on the CPU (numba; a batch problem by problem), with Anderson the torch loop;
+torch and every BLAS (numpy, numba, skglm) use ``--threads`` threads.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import warnings
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from beyondgd.penalties import MCP, WEEP
 from beyondgd.sparse import solve
@@ -187,9 +190,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=["single", "batched"], help="run one section")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per point (median)")
     parser.add_argument("--quick", action="store_true", help="single: only (160, 400)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch and BLAS (numpy, numba, skglm) threads"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); timings are rough")
     try:
         import skglm  # noqa: F401
