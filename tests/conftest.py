@@ -43,6 +43,7 @@ def _rank_entry(fn, rank, world_size, init_file, out_dir, timeout, args):
     """One rank: join the gloo group, run ``fn(rank, world_size, *args)``, save what it returns
     (or its traceback) to ``out_dir``."""
     import datetime
+    import gc
     import os
     import traceback
 
@@ -61,8 +62,6 @@ def _rank_entry(fn, rank, world_size, init_file, out_dir, timeout, args):
             result = fn(rank, world_size, *args)
             dist.barrier()  # as process_group_from_env: nobody leaves mid-collective
         finally:
-            import gc
-
             gc.collect()
             dist.destroy_process_group()
         tmp = os.path.join(out_dir, f"result{rank}.pt.tmp")

@@ -160,9 +160,9 @@ class SegmentationTrainer:
         of the last mini-batch that held it, with one expansion cycle (``expansion_iters`` from
         the unary minimum the first time): 4 max-flows per image instead of 8-11 with 4
         labels. Measured (64 x 64, batch 8): a warm batch's serial X-step 56 ms against 76-88
-        ms cold, the same training energy; on 2 processes the step ratio to GD did not move
-        (2.31x against 2.29x), the pool's overhead and the max-flows left dominating
-        (``benchmarks/segmentation_speed.py``).
+        ms cold, the same training energy; on 2 processes the step ratio to GD moved little
+        (2.31x, 2.06x and 2.14x against 2.29x, 2.23x and 2.21x in three runs), GCO's per-image
+        graph setup and the max-flows left dominating (``benchmarks/segmentation_speed.py``).
     lr, weight_decay, batch_size, steps
         Adam step size and weight decay, mini-batch size, number of steps (the budget).
     eval_every

@@ -181,10 +181,8 @@ def fista(A, y, x, L, lam, tol, limit, kind, p, smooth, backtrack, rounding, tin
             L, tau = grown, lam / grown
         # the cheap test at z; the exact one at x_new only where it passes
         if smooth:
-            cheap = 0.0
-            for j in range(n):
-                cheap = max(cheap, abs(gz[j] + lam * _grad(kind, p, z[j])))
-        else:
+            cheap = _stationarity(kind, p, smooth, lam, L, tau, z, gz)
+        else:  # the prox-gradient mapping at z, whose prox step is x_new
             cheap = 0.0
             for j in range(n):
                 cheap = max(cheap, L * abs(z[j] - x_new[j]))

@@ -139,8 +139,8 @@ class _Problem:
         self.pen = penalty
         self.D = D
         self.L_data = L_data  # (Bx, 1)
-        # a lower bound of ||A||^2 that the methods grow by a backtracking test (working sets
-        # on smooth penalties); False: L_data bounds ||A||^2 and steps are taken unchecked
+        # True: L_data may be below ||A||^2 and the methods grow it by a backtracking test (the
+        # sub-problems of working sets); False: L_data bounds ||A||^2, steps are unchecked
         self.backtrack = False
         self._value = getattr(penalty, "_value", None) or penalty.value
         self._grad = getattr(penalty, "_grad", None) or getattr(penalty, "grad", None)
@@ -325,6 +325,19 @@ def _dense_working_set(penalty, D) -> bool:
     return smooth and D is None and hasattr(penalty, "support")
 
 
+def _product_rounding(x: Tensor) -> float:
+    """Rounding error of a product with ``A``, relative to its norm (generous for sums over
+    ``n`` terms): moves whose ``A d`` is within 100x of it are not judged by the curvature test."""
+    return 4.0 * math.sqrt(x.shape[-1]) * torch.finfo(x.dtype).eps
+
+
+def _held_lipschitz(L: Tensor, one: bool | None = None) -> float | Tensor:
+    """``L`` as the solvers hold it: a Python float for one matrix (``one``, by default when
+    ``L`` has one entry; the prox then takes its scalar-step path), else ``(B, 1)``; never 0."""
+    L = L.reshape(-1, 1).clamp_min(torch.finfo(L.dtype).tiny)
+    return float(L.max()) if (L.numel() == 1 if one is None else one) else L
+
+
 def _grown_lipschitz(L, x_new, x, Ax_new, Ax, active) -> Tensor | None:
     """Where the move ``d = x_new - x`` has ``||A d||^2 > L ||d||^2`` (``L`` does not majorize the
     data term along it): the grown ``L`` per problem ``(B, 1)``, ``1.01`` times the curvature seen;
@@ -336,8 +349,7 @@ def _grown_lipschitz(L, x_new, x, Ax_new, Ax, active) -> Tensor | None:
     convergence that noise once grew ``L`` a million-fold).
     """
     tiny = torch.finfo(x.dtype).tiny
-    # rounding error of a product, relative to its norm: generous for sums over n terms
-    rounding = 4.0 * math.sqrt(x.shape[-1]) * torch.finfo(x.dtype).eps
+    rounding = _product_rounding(x)
     d2 = ((x_new - x) ** 2).sum(-1, keepdim=True)
     Ad = ((Ax_new - Ax) ** 2).sum(-1, keepdim=True).sqrt()
     noise = rounding * (Ax.norm(dim=-1, keepdim=True) + Ax_new.norm(dim=-1, keepdim=True))
@@ -351,42 +363,37 @@ def _grown_lipschitz(L, x_new, x, Ax_new, Ax, active) -> Tensor | None:
     return torch.where(too_flat, 1.01 * curvature, L)
 
 
-def _set_lipschitz(prob: _Problem, grown: Tensor) -> None:
-    prob.L_data = float(grown.max()) if isinstance(prob.L_data, float) else grown
-
-
-def _checked_step(prob: _Problem, z, Az, gz, active, x_new) -> tuple[Tensor, Tensor]:
-    """The prox-gradient step ``x_new = prox(z - gz / L)`` from ``z``, and ``A x_new``; with
-    ``prob.backtrack``, ``L`` grows and the step is redone until it descends."""
+def _checked_step(
+    prob: _Problem, z, Az, gz, active, x_new=None, keep=None, check=None
+) -> tuple[Tensor, Tensor]:
+    """The prox-gradient step ``x_new = prox(z - gz / L)`` from ``z`` (``keep`` may restrict the
+    move), and ``A x_new``. Where ``check`` (default ``prob.backtrack``) the step is tested with
+    the product it needs anyway (``A d = A x_new - A z``): where ``L`` does not bound the
+    curvature of the move, ``L`` grows to it and the step is redone."""
+    check = prob.backtrack if check is None else check
     while True:
+        if x_new is None:
+            x_new = prob._prox(z - gz / prob.L_data, prob.prox_tau())
+            x_new = x_new if keep is None else keep(x_new)
         Ax_new = prob.matvec(x_new)
-        grown = (
-            _grown_lipschitz(prob.L_data, x_new, z, Ax_new, Az, active) if prob.backtrack else None
-        )
+        grown = _grown_lipschitz(prob.L_data, x_new, z, Ax_new, Az, active) if check else None
         if grown is None:
             return x_new, Ax_new
-        _set_lipschitz(prob, grown)
-        x_new = prob._prox(z - gz / prob.L_data, prob.prox_tau())
+        prob.L_data = _held_lipschitz(grown, isinstance(prob.L_data, float))
+        x_new = None
 
 
 def _step_outside(prob: _Problem, x, Ax, gf, W, active) -> tuple[Tensor, Tensor]:
     """One prox-gradient step on the coordinates outside ``W`` that stay in the penalty's
     quadratic zone (a step that would leave it waits for the working set); returns ``x, A x``.
-
-    The step is a descent step where ``L`` bounds ``||A d||^2 / ||d||^2`` of the move ``d``; this
-    is checked with the product the step needs anyway (``A d = A x_new - A x``), and where it
-    fails (``L`` starts as a lower bound), ``L`` grows to the curvature seen and the step is redone.
-    """
+    Always checked: ``L`` starts as a lower bound of ``||A||^2``."""
     outside = torch.ones_like(x, dtype=torch.bool).scatter(1, W, False)
     outside &= active.unsqueeze(-1)
-    while True:
-        stepped = prob._prox(x - gf / prob.L_data, prob.prox_tau())
-        x_new = torch.where(outside & ~prob.pen.support(stepped), stepped, x)
-        Ax_new = prob.matvec(x_new)
-        grown = _grown_lipschitz(prob.L_data, x_new, x, Ax_new, Ax, active)
-        if grown is None:
-            return x_new, Ax_new
-        _set_lipschitz(prob, grown)
+
+    def keep(stepped: Tensor) -> Tensor:
+        return torch.where(outside & ~prob.pen.support(stepped), stepped, x)
+
+    return _checked_step(prob, x, Ax, gf, active, keep=keep, check=True)
 
 
 def _rayleigh_lower_bound(A: Tensor, Y: Tensor, AtY: Tensor) -> Tensor:
@@ -399,12 +406,6 @@ def _rayleigh_lower_bound(A: Tensor, Y: Tensor, AtY: Tensor) -> Tensor:
     if bool((q > 0).all()):
         return q
     return torch.where(q > 0, q, A.square().sum(-2).amax(-1))
-
-
-def _data_lipschitz(A: Tensor, rtol: float = 1e-6) -> float | Tensor:
-    """``||A||_2^2`` per problem as the solvers hold it: a float for one matrix, else ``(B, 1)``."""
-    L = squared_spectral_norm(A, rtol=rtol).reshape(-1, 1).clamp_min(torch.finfo(A.dtype).tiny)
-    return float(L) if L.numel() == 1 else L
 
 
 def _columns(A: Tensor, W: Tensor, B: int) -> Tensor:
@@ -468,7 +469,7 @@ def _run_working_set(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> T
         inner_tol = 0.3 * torch.maximum(viol, rec.tol_abs)
         if k == n:
             if opts.get("lipschitz_rough"):  # the inner method takes 1 / L steps unchecked
-                prob.L_data = _data_lipschitz(prob.A)
+                prob.L_data = _held_lipschitz(squared_spectral_norm(prob.A))
                 opts["lipschitz_rough"] = False
             sub, xs = prob, x
         else:
@@ -476,13 +477,12 @@ def _run_working_set(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -> T
             if L_sub is None:
                 # The sets change between outer iterations (a smooth penalty's by about 195 of
                 # 320 columns at 1000 x 5000): an eigenvalue problem per set cost about 20% of
-                # the time, and ||A||^2 for all of them twice the inner iterations (the sets
-                # are flatter: ||A_W||^2 about a quarter of ||A||^2 there). One L, from the first
+                # the time, and ||A||^2 for all of them 3-4x the inner iterations (the sets are
+                # flatter: ||A_W||^2 about a quarter of ||A||^2 there). One L, from the first
                 # set's largest squared column norm, grown by backtracking (both products of
                 # the test are at hand), is free and takes long steps.
-                L_sub = A_W.square().sum(-2).amax(-1).reshape(-1, 1)
-                L_sub = L_sub.clamp_min(torch.finfo(x.dtype).tiny)
-                L_sub = float(L_sub.max()) if isinstance(prob.L_data, float) else L_sub
+                L_first = A_W.square().sum(-2).amax(-1)
+                L_sub = _held_lipschitz(L_first, isinstance(prob.L_data, float))
             xs = torch.gather(x, 1, W)
             if dense:
                 x, Ax = _step_outside(prob, x, Ax, gf, W, rec.active)
@@ -581,7 +581,7 @@ def _run_fista_compiled(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -
     A batch runs the kernel problem by problem, which is what the torch loop does in lockstep
     (each problem has its own iterations and stop; a stopped one repeats its last record), except
     where the batch shares one backtracked ``L`` (then the torch loop runs). On the CPU this loop
-    is faster than the batched torch products (B = 64 of 160 x 400: about 0.17 s vs 0.22 s).
+    is faster than the batched torch products (B = 64 of 160 x 400, float32: 0.11 s vs 0.22 s).
     """
     B = x.shape[0]
     if (
@@ -603,8 +603,7 @@ def _run_fista_compiled(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -
     A = A if A.flags.c_contiguous else np.ascontiguousarray(A)
     Y, X = prob.y.detach().numpy(), x.detach().numpy()
     L = torch.as_tensor(prob.L_data, dtype=torch.float64).reshape(-1).expand(B).tolist()
-    finfo = torch.finfo(x.dtype)
-    rounding = 4.0 * math.sqrt(x.shape[-1]) * finfo.eps
+    rounding, tiny = _product_rounding(x), torch.finfo(x.dtype).tiny
     runs = [
         compiled.fista(
             A if prob.shared else A[b],
@@ -619,7 +618,7 @@ def _run_fista_compiled(prob: _Problem, x: Tensor, rec: _Recorder, opts: dict) -
             prob.smooth,
             prob.backtrack,
             rounding,
-            finfo.tiny,
+            tiny,
         )  # fmt: skip
         for b in range(B)
     ]
@@ -956,7 +955,7 @@ def solve(
         :class:`~beyondgd.penalties.L1`, :class:`~beyondgd.penalties.MCP` or
         :class:`~beyondgd.penalties.WEEP` penalty, no ``callback`` or ``anderson``; also the
         sub-problems of working sets) runs compiled with numba where numba is installed (the
-        ``sparse`` extra): the same iterations without Python in the loop (5-7x faster at
+        ``sparse`` extra): the same iterations without Python in the loop (4-7x faster at
         160 x 400, where the torch loop spends its time dispatching small operations); a batch
         on the CPU runs its problems one after the other there.
     x0 : Tensor, optional
@@ -1105,7 +1104,7 @@ def solve(
     AtY = prob.rmatvec(Y)
     scale = AtY.abs().amax(dim=-1)
 
-    # ||A||^2 per problem, as (Bx, 1)
+    # ||A||^2 per problem
     rough = False
     if lipschitz is None:
         # working sets on a smooth penalty check every step they take (backtracking), so they
@@ -1113,17 +1112,12 @@ def solve(
         # took about 15% of the time at 1000 x 5000), and grow it where a step says so
         rough = working_set and _dense_working_set(penalty, D)
         L_data = _rayleigh_lower_bound(A, Y, AtY) if rough else squared_spectral_norm(A)
-        L_data = L_data.reshape(-1, 1)
+    elif isinstance(lipschitz, Tensor):
+        L_data = lipschitz.to(dtype=A.dtype, device=A.device)
     else:
-        if isinstance(lipschitz, Tensor):
-            L_data = lipschitz.to(dtype=A.dtype, device=A.device).reshape(-1, 1)
-        else:
-            lip = check_number("lipschitz", lipschitz, low=0.0, low_inclusive=False)
-            L_data = torch.full((1, 1), lip, dtype=A.dtype, device=A.device)
-    L_data = L_data.clamp_min(torch.finfo(A.dtype).tiny)
-    if L_data.numel() == 1:
-        L_data = float(L_data)  # a Python float keeps the prox on its scalar-step path
-    prob.L_data = L_data
+        lip = check_number("lipschitz", lipschitz, low=0.0, low_inclusive=False)
+        L_data = torch.full((1,), lip, dtype=A.dtype, device=A.device)
+    prob.L_data = L_data = _held_lipschitz(L_data)
     normD2 = 1.0 if D is None else float(squared_spectral_norm(D))
 
     tol_abs = tol * torch.where(scale > 0, scale, torch.ones_like(scale))
