@@ -4,14 +4,16 @@
 
 1. Alpha-expansion on one 128 x 128 image, 21 labels, 8-neighbourhood, 5 cycles (the spec's
    setting; unaries -log of a smooth random softmax, contrast weights of a real photo): time of
-   beyondgd's ``alpha_expansion`` against gco-wrapper's own ``GCO.expansion`` on the same integer
-   problem (the peer, from label 0 everywhere as by default, and from the unary argmin as ours
-   starts), and the throughput of ``alpha_expansion_batch`` on 1 and 2 worker processes.
+   beyondgd's ``alpha_expansion`` (numba and GCO solvers) against gco-wrapper's own
+   ``GCO.expansion`` on the same integer problem (the peer, from label 0 everywhere as by
+   default, and from the unary argmin as ours starts), and the throughput of
+   ``alpha_expansion_batch`` on 1 and 2 threads (numba) or worker processes (GCO).
 2. Fine-tuning step time on texture scenes (64 x 64, batch 8, SegNet width 16, from one network
-   pre-trained with pCE): pCE, GD (grid Potts), GD (dense CRF) and ADM (per-batch proposals:
-   serial, on 2 processes, overlapped with the network step in a thread or on 2 processes,
-   with labels restricted to each image's seed classes, and warm-started from each image's last
-   proposals with one cycle), each as a ratio to the GD step (spec
+   pre-trained with pCE): pCE, GD (grid Potts), GD (dense CRF) and ADM (per-batch proposals by
+   GCO serial / on 2 processes / warm-started, and by the numba solver serial / on 2 threads /
+   overlapped with the network step / with labels restricted to each image's seed classes /
+   warm-started from each image's last proposals with one cycle), each as a ratio to the GD
+   step (spec
    target: ADM / GD <= 1.5), with the training set's discrete energy and the test mIoU after
    the timed steps so a faster variant cannot hide a worse result.
 3. The dense CRF product W S (K = 4, sigma_rgb 15, sigma_xy 100) by the O(N) bilateral-grid
@@ -23,6 +25,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import time
@@ -70,10 +73,14 @@ def bench_expansion(quick: bool) -> None:
     unary = _unary(4, k, size, 0)
     repeats = 2 if quick else 5
     print(f"\n== alpha-expansion: {size}x{size}, {k} labels, 8-neighbourhood, {n_iter} cycles")
-    ours = median_time(
-        lambda: alpha_expansion(unary[0], weights[0], potts_weight=lam, n_iter=n_iter), repeats
-    )
-    result = alpha_expansion(unary[0], weights[0], potts_weight=lam, n_iter=n_iter)
+    ours, results = {}, {}
+    for solver in ("numba", "gco"):
+        fn = functools.partial(
+            alpha_expansion, unary[0], weights[0], potts_weight=lam, n_iter=n_iter, solver=solver
+        )
+        results[solver] = fn()  # the numba solver compiles on its first call
+        ours[solver] = median_time(fn, repeats)
+    result = results["gco"]
     # the peer: gco-wrapper's own GCO object and expansion(), on the same integer problem
     res = result.resolution
     edges, w = edge_list(weights[0])
@@ -110,25 +117,29 @@ def bench_expansion(quick: bool) -> None:
     rows = [
         ("gco-wrapper GCO.expansion, init 0 (peer)", theirs, energy_of(peer(False))),
         ("gco-wrapper GCO.expansion, init argmin", theirs_init, energy_of(peer(True))),
-        ("beyondgd alpha_expansion, init argmin", ours, result.energy),
+        ("beyondgd alpha_expansion GCO, init argmin", ours["gco"], results["gco"].energy),
+        ("beyondgd alpha_expansion numba, init argmin", ours["numba"], results["numba"].energy),
     ]
     print(f"{'solver':<44}{'s/image':>10}{'ratio':>8}{'energy':>12}")
     for name, t, energy in rows:
         print(f"{name:<44}{t:>10.3f}{t / theirs:>8.2f}{energy:>12.1f}")
-    serial = None
-    for n_jobs in (1, 2):
-        if n_jobs > (os.cpu_count() or 1):
-            continue
-        with ExpansionPool(n_jobs) as pool:
-            fn = lambda: alpha_expansion_batch(  # noqa: E731
-                unary, weights, potts_weight=lam, n_iter=n_iter, pool=pool
+    for solver, unit in (("numba", "thread(s)"), ("gco", "process(es)")):
+        serial = None
+        for n_jobs in (1, 2):
+            if n_jobs > (os.cpu_count() or 1):
+                continue
+            with contextlib.ExitStack() as stack:
+                pool = stack.enter_context(ExpansionPool(n_jobs)) if solver == "gco" else None
+                fn = functools.partial(
+                    alpha_expansion_batch, unary, weights, potts_weight=lam, n_iter=n_iter,
+                    solver=solver, n_jobs=n_jobs, pool=pool,
+                )  # fmt: skip
+                t = median_time(fn, 1 if quick else 3)
+            serial = serial or t
+            print(
+                f"alpha_expansion_batch {solver}, {n_jobs} {unit}: {len(unary) / t:.2f} "
+                f"images/s (speed-up {serial / t:.2f}x over 1)"
             )
-            t = median_time(fn, 1 if quick else 3)
-        serial = serial or t
-        print(
-            f"alpha_expansion_batch, {n_jobs} process(es): {len(unary) / t:.2f} images/s "
-            f"(speed-up {serial / t:.2f}x over 1 process)"
-        )
 
 
 def bench_training(quick: bool) -> None:
@@ -149,20 +160,19 @@ def bench_training(quick: bool) -> None:
         f"after {pretrain} pCE steps; {steps} timed steps, lambda {lam:g}"
     )
     adm = dict(method="adm", lam=lam)
+    gco, compiled = dict(adm, expansion_solver="gco"), dict(adm, expansion_solver="numba")
     arms = [
         ("pCE", dict(method="pce")),
         ("GD (grid Potts)", dict(method="gd", lam=lam)),
         ("GD (dense CRF)", dict(method="gd", lam=lam, regularizer="dense")),
-        ("ADM, X-step serial", dict(adm, n_jobs=1)),
-        ("ADM, X-step on 2 processes", dict(adm, n_jobs=2)),
-        ("ADM, overlapped (thread)", dict(adm, overlap=True)),
-        ("ADM, overlapped, 2 processes", dict(adm, overlap=True, n_jobs=2)),
-        ("ADM, 2 processes, seed labels", dict(adm, n_jobs=2, restrict_labels=True)),
-        ("ADM, 2 processes, warm start", dict(adm, n_jobs=2, warm_start=True)),
-        (
-            "ADM, 2 proc., warm, seed labels",
-            dict(adm, n_jobs=2, warm_start=True, restrict_labels=True),
-        ),
+        ("ADM GCO, serial", dict(gco, n_jobs=1)),
+        ("ADM GCO, 2 processes", dict(gco, n_jobs=2)),
+        ("ADM GCO, 2 proc., warm start", dict(gco, n_jobs=2, warm_start=True)),
+        ("ADM numba, serial", dict(compiled, n_jobs=1)),
+        ("ADM numba, 2 threads", dict(compiled, n_jobs=2)),
+        ("ADM numba, 2 thr., overlapped", dict(compiled, n_jobs=2, overlap=True)),
+        ("ADM numba, 2 thr., seed labels", dict(compiled, n_jobs=2, restrict_labels=True)),
+        ("ADM numba, 2 thr., warm start", dict(compiled, n_jobs=2, warm_start=True)),
     ]
     rows = {}
     for name, kwargs in arms:

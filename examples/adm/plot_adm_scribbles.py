@@ -14,7 +14,7 @@ which gradient descent (``method="gd"``) can only minimise through a relaxation,
 step towards its proposals. Both fine-tune copies of the same network, pre-trained on the
 scribbles alone (``"pce"``), with the same :math:`\\lambda`, steps and data order
 (:class:`~beyondgd.segmentation.SegmentationTrainer`). alpha-expansion needs the ``seg`` extra
-(``gco-wrapper``).
+(numba and ``gco-wrapper``).
 """
 
 import copy

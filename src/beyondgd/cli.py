@@ -396,7 +396,12 @@ def _segment_parsers(sub) -> None:
         p.add_argument("--batch-size", type=int, default=8, help="images per step")
         p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
         p.add_argument("--width", type=int, default=16, help="network width")
-        p.add_argument("--n-jobs", type=int, default=2, help="processes for alpha-expansion")
+        p.add_argument(
+            "--n-jobs",
+            type=int,
+            default=2,
+            help="images solved at once by alpha-expansion (threads; GCO: processes)",
+        )
         p.add_argument("--out", required=True, help="output folder")
         p.add_argument("--resume", action="store_true", help="continue from the checkpoints")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")

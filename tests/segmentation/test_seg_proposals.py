@@ -1,5 +1,6 @@
 """Alpha-expansion proposals: brute-force optimality on tiny images, hard constraints, label
-restriction, integer scaling, batch/parallel equality, and one test per bad-input rule."""
+restriction, integer scaling, batch/parallel equality, and one test per bad-input rule; each
+with both solvers (numba and GCO)."""
 
 import itertools
 import subprocess
@@ -20,6 +21,19 @@ from beyondgd.segmentation.proposals import (
 pytest.importorskip("gco", reason="gco-wrapper is an optional extra")
 
 UNLABELLED = 255
+
+
+@pytest.fixture(autouse=True, params=["numba", "gco"])
+def solver(request, monkeypatch):
+    """Every test runs once per solver: ``solver="auto"`` picks numba where it is installed and
+    GCO where it is not, so hiding numba gives GCO."""
+    from beyondgd.segmentation import proposals
+
+    if request.param == "numba":
+        pytest.importorskip("numba")
+    else:
+        monkeypatch.setattr(proposals, "_compiled_expansion", lambda: None)
+    return request.param
 
 
 def random_problem(seed, n_labels, size=3, neighbourhood=8):
@@ -567,8 +581,8 @@ def test_missing_gco_raises_import_error_naming_the_extra(small, monkeypatch):
     for name in [m for m in sys.modules if m == "gco" or m.startswith("gco.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "gco", None)
-    with pytest.raises(ImportError, match=r'pip install "beyondgd\[seg\]"'):
-        alpha_expansion(unary, weights)
+    with pytest.raises(ImportError, match=r'pip install "beyondgd\[seg\]" \(installs gco'):
+        alpha_expansion(unary, weights, solver="gco")
 
 
 def test_pool_works_from_a_script_without_a_main_guard(tmp_path):

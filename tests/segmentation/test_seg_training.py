@@ -147,6 +147,8 @@ def test_bad_input_is_named(tiny):
         SegmentationTrainer(_model(), schedule="sometimes")
     with pytest.raises(ValueError, match="overlap"):
         SegmentationTrainer(_model(), method="adm", schedule="cached", overlap=True)
+    with pytest.raises(ValueError, match="^expansion_solver must be one of"):
+        SegmentationTrainer(_model(), expansion_solver="maxflow")
     with pytest.raises(TypeError, match="model"):
         SegmentationTrainer("net")
     with pytest.raises(ValueError, match="K = 2"):  # scribble labels >= K
@@ -160,6 +162,29 @@ def test_bad_input_is_named(tiny):
         SegmentationData(
             train.images[:2], train.masks[:2], torch.zeros(2, 12, 12).long(), train.class_names
         )
+
+
+def test_both_solvers_train_alike_and_only_gco_opens_worker_processes(tiny, monkeypatch):
+    # The numba solver runs n_jobs images in threads; GCO in a pool of processes. Same moves,
+    # so the same numbers (no ties on these problems).
+    pytest.importorskip("numba")
+    from beyondgd.segmentation import training
+
+    train, _ = tiny
+    opened = []
+    real_pool = training.ExpansionPool
+    monkeypatch.setattr(training, "ExpansionPool", lambda n: opened.append(n) or real_pool(n))
+    runs = {}
+    for solver in ("numba", "gco"):
+        trainer = SegmentationTrainer(
+            _model(), method="adm", lam=3.0, steps=3, batch_size=4, n_jobs=2, seed=0,
+            expansion_solver=solver,
+        )  # fmt: skip
+        runs[solver] = trainer.fit(train)
+        assert trainer.settings()["expansion_solver"] == solver
+    assert opened == [2]  # GCO's pool only
+    assert _numbers(runs["numba"]) == _numbers(runs["gco"])
+    assert "expansion_solver" not in SegmentationTrainer(_model()).settings()  # "auto"
 
 
 def test_predict_is_the_eval_mode_argmax(tiny):

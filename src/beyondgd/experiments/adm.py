@@ -757,7 +757,8 @@ class ADMSegmentation(Reproduction):
             "(`steps_charged`, `images_charged`; a run that diverged is charged its whole "
             "budget), which the claims hold equal. ADM's X-step adds wall time: the time table "
             "gives seconds per step and the X-step's part, measured in these runs, and its "
-            f"ratio to GD. Alpha-expansion runs in {config['n_jobs']} process(es) per unit; "
+            "ratio to GD. Alpha-expansion (beyondgd's numba solver where numba is installed, "
+            f"else GCO: the same moves) solves {config['n_jobs']} image(s) at once per unit; "
             f"units use {self.cpus_per_unit} core(s) each.",
         ]
         return paragraphs

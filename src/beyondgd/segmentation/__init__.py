@@ -2,8 +2,8 @@
 gradient descent, alpha-expansion proposals, and ADM, the alternating-direction trainer of Marin
 et al. (CVPR 2019) that optimizes the grid-CRF loss beyond gradient descent.
 
-alpha-expansion needs the ``seg`` extra (``pip install "beyondgd[seg]"``, gco-wrapper); it is
-imported only when a proposal is computed.
+alpha-expansion needs the ``seg`` extra (``pip install "beyondgd[seg]"``: numba for beyondgd's
+own compiled solver, gco-wrapper for GCO); they are imported only when a proposal is computed.
 """
 
 from beyondgd.segmentation.grid import (

@@ -28,7 +28,7 @@ mini-batch (shares differ by at most one image), the network is wrapped in
 ``DistributedDataParallel``, and each rank's loss is scaled so the averaged gradient is the
 gradient of the loss on the whole batch: the pCE and ADM cross-entropies are divided by the
 global number of labelled (resp. proposal) pixels, the regularizer by the global batch size.
-ADM's X-step runs on each rank for its own images (its own pool of ``n_jobs`` processes); the
+ADM's X-step runs on each rank for its own images (``n_jobs`` of them at once); the
 cached schedule gathers the labels of all images. Decisions (divergence, the callback's stop) are
 taken by all ranks together; evaluations run on every rank through the unwrapped model; rank 0
 alone writes the checkpoint. Batch norm is synchronised on CUDA (``SyncBatchNorm``); on CPU use
@@ -88,7 +88,12 @@ from beyondgd.data.scenes import SegmentationData
 from beyondgd.segmentation.grid import GridWeights, contrast_weights, potts_energy
 from beyondgd.segmentation.losses import DenseCRFLoss, GridPottsLoss
 from beyondgd.segmentation.metrics import confusion_matrix, mean_iou, pixel_accuracy
-from beyondgd.segmentation.proposals import ExpansionPool, alpha_expansion_batch
+from beyondgd.segmentation.proposals import (
+    EXPANSION_SOLVERS,
+    ExpansionPool,
+    _resolve_solver,
+    alpha_expansion_batch,
+)
 
 METHODS = ("pce", "gd", "adm")
 REGULARIZERS = ("grid", "dense")
@@ -144,6 +149,9 @@ class SegmentationTrainer:
         paper's code).
     expansion_iters
         Alpha-expansion cycles per X-step (5 in the paper's code).
+    expansion_solver
+        ``"auto"`` (numba where installed, else GCO), ``"numba"`` or ``"gco"``: see
+        :func:`beyondgd.segmentation.proposals.alpha_expansion`.
     schedule, refresh_every, restrict_labels
         ADM proposal schedule (``"batch"`` or ``"cached"``), the cached schedule's refresh period
         in steps, and whether proposals may only use the classes present in the image's seeds.
@@ -171,8 +179,8 @@ class SegmentationTrainer:
         :math:`\\lambda` of the grid-CRF energies recorded at evaluation (default: ``lam``), so
         methods trained with different lambdas can be compared on one objective.
     n_jobs
-        Processes for the X-step (images of a batch solved in parallel); per rank under
-        ``torchrun``.
+        Images of a batch solved at once in the X-step (threads with the numba solver, worker
+        processes with GCO); per rank under ``torchrun``.
     seed
         Seeds the mini-batch order.
     checkpoint, checkpoint_every
@@ -209,6 +217,7 @@ class SegmentationTrainer:
         restrict_labels: bool = False,
         overlap: bool = False,
         warm_start: bool = False,
+        expansion_solver: str = "auto",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         batch_size: int = 16,
@@ -259,6 +268,9 @@ class SegmentationTrainer:
                 "starts each image's X-step from the proposals of its last mini-batch)"
             )
         self._previous: torch.Tensor | None = None  # (N, H, W) last proposals, -1: none yet
+        self.expansion_solver = check_choice(
+            "expansion_solver", expansion_solver, EXPANSION_SOLVERS
+        )
         self.lr = check_number("lr", lr, low=0.0, low_inclusive=False)
         self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
         self.batch_size = check_int("batch_size", batch_size, low=1)
@@ -297,6 +309,11 @@ class SegmentationTrainer:
             "overlap": self.overlap,
             # only when on: checkpoints written before the option existed stay resumable
             **({"warm_start": True} if self.warm_start else {}),
+            **(
+                {"expansion_solver": self.expansion_solver}
+                if self.expansion_solver != "auto"
+                else {}
+            ),
             "lr": self.lr,
             "weight_decay": self.weight_decay,
             "batch_size": self.batch_size,
@@ -376,6 +393,7 @@ class SegmentationTrainer:
                 init=init,
                 allowed_labels=allowed,
                 ignore_index=ignore,
+                solver=self.expansion_solver,
                 n_jobs=self.n_jobs,
                 pool=pool,
             ).labels
@@ -705,7 +723,12 @@ class SegmentationTrainer:
                 "previous": self._previous,
             }
 
-        use_pool = self.method == "adm" and self.n_jobs > 1
+        # GCO solves a batch in worker processes; the numba solver in threads (no pool)
+        use_pool = (
+            self.method == "adm"
+            and self.n_jobs > 1
+            and _resolve_solver(self.expansion_solver) == "gco"
+        )
         pool_cm = ExpansionPool(self.n_jobs) if use_pool else contextlib.nullcontext()
         bar = None
         if self.progress and rank() == 0:

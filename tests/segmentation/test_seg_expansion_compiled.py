@@ -1,0 +1,328 @@
+"""The numba alpha-expansion: its max-flow against scipy's, each move against brute force and
+GCO's, whole solves against GCO's, the carried-over flows against fresh ones, and the solver
+choice (``solver=`` / ``"auto"``) with its errors."""
+
+import dataclasses
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("numba", reason="numba is an optional extra")
+
+from beyondgd.segmentation import _expansion_compiled as compiled  # noqa: E402
+from beyondgd.segmentation import proposals  # noqa: E402
+from beyondgd.segmentation.grid import contrast_weights, edge_list  # noqa: E402
+
+
+def grid_pairs(height, width):
+    ids = np.arange(height * width).reshape(height, width)
+    pairs = []
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        for y in range(height - dy):
+            for x in range(width):
+                if 0 <= x + dx < width:
+                    pairs.append((ids[y, x], ids[y + dy, x + dx]))
+    return np.array(pairs, dtype=np.int64)
+
+
+def random_integer_problem(rng, height, width, n_labels, max_weight=30):
+    pairs = grid_pairs(height, width)
+    costs = rng.integers(0, 100, size=(height * width, n_labels)).astype(np.int64)
+    weights = rng.integers(1, max_weight, size=len(pairs)).astype(np.int64)
+    return costs, pairs, weights
+
+
+def energy(costs, pairs, weights, labels):
+    unary = costs[np.arange(len(labels)), labels].sum()
+    return int(unary + (weights * (labels[pairs[:, 0]] != labels[pairs[:, 1]])).sum())
+
+
+def expand(costs, pairs, weights, labels, to_expand, n_iter, reuse_flows=True):
+    labels = labels.copy()
+    n_cycles = compiled.expansion(
+        costs, pairs, weights, labels, np.asarray(to_expand, dtype=np.int64), n_iter, reuse_flows
+    )
+    return labels, n_cycles
+
+
+def gco_expansion_on(costs, pairs, weights, labels, alpha):
+    """One GCO expansion move on ``alpha`` from ``labels``."""
+    from gco import pygco
+
+    n_sites, n_labels = costs.shape
+    graph = pygco.GCO()
+    graph.create_general_graph(n_sites, n_labels)
+    try:
+        graph.set_data_cost(costs.astype(np.intc))
+        graph.set_all_neighbors(
+            pairs[:, 0].astype(np.intc), pairs[:, 1].astype(np.intc), weights.astype(np.intc)
+        )
+        graph.set_smooth_cost((1 - np.eye(n_labels)).astype(np.intc))
+        for site, label in enumerate(labels):
+            graph.init_label_at_site(site, int(label))
+        graph.expansion_on_alpha(alpha)
+        return graph.get_labels().astype(np.int64)
+    finally:
+        graph.destroy_graph()
+
+
+# ---- max-flow ----------------------------------------------------------------------------------
+
+
+def run_max_flow(pairs, forward, backward, terminal):
+    n = len(terminal)
+    first, head, sister, arc_of_pair = compiled.arc_layout(pairs, n)
+    r_cap = np.zeros(len(head), dtype=np.int64)
+    r_cap[arc_of_pair[:, 0]], r_cap[arc_of_pair[:, 1]] = forward, backward
+    tr_cap = terminal.copy()
+    parent, is_sink = np.empty(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    work = [np.zeros(n, dtype=np.int64) for _ in range(4)]
+    flow = compiled.max_flow(
+        first, head, sister, r_cap, tr_cap, parent, is_sink, work[0], work[1], work[2], work[3]
+    )
+    return flow, (parent != compiled._FREE) & is_sink
+
+
+def test_max_flow_equals_scipy_and_its_cut_has_that_capacity():
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import maximum_flow
+
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        n = int(rng.integers(2, 40))
+        all_pairs = np.array([(p, q) for p in range(n) for q in range(p + 1, n)])
+        pairs = all_pairs[rng.random(len(all_pairs)) < rng.uniform(0.05, 0.5)]
+        if not len(pairs):
+            pairs = all_pairs[:1]
+        forward = rng.integers(0, 50, len(pairs)) * (rng.random(len(pairs)) < 0.8)
+        backward = rng.integers(0, 50, len(pairs)) * (rng.random(len(pairs)) < 0.5)
+        terminal = rng.integers(-60, 60, n)
+        flow, sink_side = run_max_flow(pairs, forward, backward, terminal)
+        # scipy: node n is the source, n + 1 the sink
+        rows = np.concatenate([pairs[:, 0], pairs[:, 1], np.full(n, n), np.arange(n)])
+        cols = np.concatenate([pairs[:, 1], pairs[:, 0], np.arange(n), np.full(n, n + 1)])
+        caps = np.concatenate([forward, backward, terminal.clip(0), (-terminal).clip(0)])
+        graph = csr_matrix((caps.astype(np.int32), (rows, cols)), shape=(n + 2, n + 2))
+        assert flow == maximum_flow(graph, n, n + 1).flow_value, trial
+        # the returned cut: source side = not sink_side; its capacity equals the flow
+        source_side = ~sink_side
+        cut = terminal.clip(0)[sink_side].sum() + (-terminal).clip(0)[source_side].sum()
+        cut += forward[source_side[pairs[:, 0]] & sink_side[pairs[:, 1]]].sum()
+        cut += backward[sink_side[pairs[:, 0]] & source_side[pairs[:, 1]]].sum()
+        assert cut == flow, trial
+
+
+# ---- expansion moves ----------------------------------------------------------------------------
+
+
+def test_each_move_is_the_brute_force_optimum_of_its_move_space():
+    rng = np.random.default_rng(1)
+    for trial in range(200):
+        costs, pairs, weights = random_integer_problem(rng, 3, 3, 3)
+        labels = rng.integers(0, 3, 9)
+        alpha = int(rng.integers(0, 3))
+        masks = itertools.product([False, True], repeat=9)
+        moves = (np.where(np.array(m), alpha, labels) for m in masks)
+        best = min(energy(costs, pairs, weights, m) for m in moves)
+        moved, _ = expand(costs, pairs, weights, labels, [alpha], 1)
+        assert energy(costs, pairs, weights, moved) == best, trial
+        # applied only when it lowers the energy: a tie keeps every label
+        if best == energy(costs, pairs, weights, labels):
+            assert np.array_equal(moved, labels), trial
+
+
+def test_each_move_lowers_the_energy_exactly_as_gco_does():
+    rng = np.random.default_rng(2)
+    for _ in range(25):
+        costs, pairs, weights = random_integer_problem(
+            rng, 20, 25, 4, max_weight=int(rng.integers(2, 200))
+        )
+        labels = rng.integers(0, 4, 500)
+        for alpha in range(4):
+            ours, _ = expand(costs, pairs, weights, labels, [alpha], 1)
+            theirs = gco_expansion_on(costs, pairs, weights, labels, alpha)
+            assert energy(costs, pairs, weights, ours) == energy(costs, pairs, weights, theirs)
+
+
+def test_move_gain_is_the_energy_difference():
+    rng = np.random.default_rng(4)
+    for trial in range(100):
+        costs, pairs, weights = random_integer_problem(rng, 5, 6, 4)
+        first, head, _, arc_of_pair = compiled.arc_layout(pairs, 30)
+        arc_weight = np.empty(len(head), dtype=np.int64)
+        arc_weight[arc_of_pair[:, 0]], arc_weight[arc_of_pair[:, 1]] = weights, weights
+        labels, alpha = rng.integers(0, 4, 30), int(rng.integers(0, 4))
+        moved = (rng.random(30) < 0.5) & (labels != alpha)
+        gain = compiled._move_gain(costs, first, head, arc_weight, labels, alpha, moved)
+        after = np.where(moved, alpha, labels)
+        expected = energy(costs, pairs, weights, after) - energy(costs, pairs, weights, labels)
+        assert gain == expected, trial
+
+
+def integer_problem(seed, n_labels, size=16, n_iter=-1, potts=None):
+    """A validated ``_IntegerProblem`` (seeds, allowed labels, cycle caps vary with the seed)."""
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.rand(3, size, size, generator=gen, dtype=torch.float64)
+    unary = torch.rand(n_labels, size, size, generator=gen, dtype=torch.float64) * (1 + seed % 3)
+    pairs, w = edge_list(contrast_weights(image), 0)
+    seeds = np.full(size * size, -1)
+    sites = torch.randperm(size * size, generator=gen)[: seed % 7].numpy()
+    seeds[sites] = torch.randint(0, n_labels, (len(sites),), generator=gen).numpy()
+    allowed = np.ones(n_labels, dtype=bool)
+    if seed % 5 == 0 and n_labels > 2:
+        allowed[-1] = False
+        seeds[seeds == n_labels - 1] = -1
+    weight = w.numpy() * (0.3 + seed % 4 if potts is None else potts)
+    flat_unary, pairs = unary.reshape(n_labels, -1).numpy(), pairs.numpy()
+    # (unary, pairs, weights, seeds, allowed, init, resolution, n_iter, image name)
+    args = (flat_unary, pairs, weight, seeds, allowed, None, None, n_iter, "")
+    return proposals._integer_problem(*args, solver="numba")[0]
+
+
+def test_whole_solves_return_gco_labels_and_cycles():
+    # Each move is an exact optimum and ties are improbable on random real-valued problems, so
+    # both solvers walk the same path.
+    for seed in range(40):
+        problem = integer_problem(seed, 2 + seed % 4, n_iter=(-1, 1, 2, 5)[seed % 4])
+        ours = proposals._solve_integer_problem(problem)
+        theirs = proposals._solve_integer_problem(dataclasses.replace(problem, solver="gco"))
+        assert np.array_equal(ours[0], theirs[0]) and ours[1] == theirs[1], seed
+
+
+def test_carried_over_flows_give_the_moves_of_fresh_flows():
+    several_cycles = 0
+    for seed in range(30):
+        problem = integer_problem(seed + 100, 4, size=20, potts=1.5)
+        args = (problem.costs, problem.pair_index, problem.pair_weight, problem.init)
+        to_expand = list(problem.labels_to_expand)
+        reused, cycles_reused = expand(*args, to_expand, -1, reuse_flows=True)
+        fresh, cycles_fresh = expand(*args, to_expand, -1, reuse_flows=False)
+        assert np.array_equal(reused, fresh) and cycles_reused == cycles_fresh, seed
+        several_cycles += cycles_reused >= 2  # a label's second cut starts from its first flow
+    assert several_cycles >= 15
+
+
+def new_move_state(n_sites, n_arcs):
+    """``[cap_r, cap_tr, r_cap, tr_cap]`` of ``move_residual``, zero."""
+    return [np.zeros(n_arcs, np.int64), np.zeros(n_sites, np.int64)] + [
+        np.zeros(n_arcs, np.int64),
+        np.zeros(n_sites, np.int64),
+    ]
+
+
+def cut_move(problem, layout, state, labels, alpha, fresh):
+    """The labels after the min-cut move on ``alpha`` from ``labels``, through ``state``."""
+    costs, pairs, weights = problem
+    first, head, sister, arc_of_pair = layout
+    n = len(labels)
+    compiled.move_residual(costs, pairs, weights, arc_of_pair, labels, alpha, *state, fresh)
+    parent, is_sink = np.empty(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    work = [np.zeros(n, dtype=np.int64) for _ in range(4)]
+    compiled.max_flow(first, head, sister, state[2], state[3], parent, is_sink, *work)
+    return np.where((parent != compiled._FREE) & is_sink, alpha, labels)
+
+
+def test_move_residual_carries_a_flow_over_to_lower_and_higher_capacities():
+    # A max-flow for one labelling (the unary minimum), carried over to another (after an
+    # expansion on another label, then 20% of the sites relabelled at random: capacities fall
+    # below the flow and grow), must give the new graph's minimum cut. (Random integer costs
+    # made flows too small to tell a wrong carry-over apart; these problems do: dropping the
+    # flow, or returning an excess the wrong way, changes the cut.)
+    n_clipped = 0
+    for seed in range(40):
+        problem = integer_problem(seed + 200, 4, size=20, potts=1.5)
+        arrays = (problem.costs, problem.pair_index, problem.pair_weight)
+        n = problem.costs.shape[0]
+        layout = compiled.arc_layout(problem.pair_index, n)
+        alpha = seed % 4
+        after, _ = expand(*arrays, problem.init, [(seed + 1) % 4], 1)
+        rng = np.random.default_rng(seed)
+        after = np.where(rng.random(n) < 0.2, rng.integers(0, 4, n), after)
+
+        state = new_move_state(n, len(layout[1]))
+        cut_move(arrays, layout, state, problem.init, alpha, True)
+        forward, backward = layout[3][:, 0], layout[3][:, 1]
+        flow = state[0][forward] - state[2][forward]  # net flow p -> q of each pair
+        carried = cut_move(arrays, layout, state, after, alpha, False)
+        fresh = cut_move(arrays, layout, new_move_state(n, len(layout[1])), after, alpha, True)
+        n_clipped += int(((flow > state[0][forward]) | (-flow > state[0][backward])).sum())
+        assert energy(*arrays, carried) == energy(*arrays, fresh), seed
+    assert n_clipped > 0  # the branch that clips a flow above its new capacity ran
+
+
+def test_cycle_caps_and_zero_cycles():
+    problem = integer_problem(101, 4, size=20, potts=1.5)
+    args = (problem.costs, problem.pair_index, problem.pair_weight, problem.init)
+    labels, n_cycles = expand(*args, [0, 1, 2, 3], 0)
+    assert n_cycles == 0 and np.array_equal(labels, problem.init)
+    one, n_one = expand(*args, [0, 1, 2, 3], 1)
+    converged, n_all = expand(*args, [0, 1, 2, 3], -1)
+    assert n_one == 1 and n_all >= 2
+    assert energy(problem.costs, problem.pair_index, problem.pair_weight, converged) <= energy(
+        problem.costs, problem.pair_index, problem.pair_weight, one
+    )
+
+
+def test_large_problems_start_every_cut_from_zero_flow_with_the_same_labels(monkeypatch):
+    problem = integer_problem(11, 4, size=20)
+    expected = proposals._solve_integer_problem(problem)
+    seen = []
+    original = compiled.expansion
+
+    def spy(*args):
+        seen.append(args[-1])
+        return original(*args)
+
+    monkeypatch.setattr(compiled, "expansion", spy)
+    monkeypatch.setattr(proposals, "_REUSE_FLOWS_MAX_BYTES", 0)
+    labels, n_cycles = proposals._solve_integer_problem(problem)
+    assert seen == [False]
+    assert np.array_equal(labels, expected[0]) and n_cycles == expected[1]
+
+
+# ---- the solver choice --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small():
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 6, 6, generator=gen)
+    return torch.rand(3, 6, 6, generator=gen), contrast_weights(image)
+
+
+def test_auto_is_numba_where_installed_and_gco_where_not(monkeypatch):
+    assert proposals._resolve_solver("auto") == "numba"
+    monkeypatch.setattr(proposals, "_compiled_expansion", lambda: None)
+    assert proposals._resolve_solver("auto") == "gco"
+
+
+def test_solvers_agree_through_the_public_function(small):
+    unary, weights = small
+    numba = proposals.alpha_expansion(unary, weights, potts_weight=0.7, solver="numba")
+    gco = proposals.alpha_expansion(unary, weights, potts_weight=0.7, solver="gco")
+    assert torch.equal(numba.labels, gco.labels) and numba.energy == gco.energy
+
+
+def test_rejects_an_unknown_solver(small):
+    unary, weights = small
+    with pytest.raises(ValueError, match="^solver must be one of"):
+        proposals.alpha_expansion(unary, weights, solver="maxflow")
+
+
+def test_numba_solver_without_numba_names_the_extra(small, monkeypatch):
+    unary, weights = small
+    monkeypatch.setattr(proposals, "_compiled_expansion", lambda: None)
+    with pytest.raises(ImportError, match=r'^solver=\'numba\' needs numba: pip install "beyondgd'):
+        proposals.alpha_expansion(unary, weights, solver="numba")
+
+
+def test_threads_solve_the_batch_as_one_thread_does():
+    gen = torch.Generator().manual_seed(5)
+    images, unary = torch.rand(5, 3, 12, 12, generator=gen), torch.rand(5, 4, 12, 12, generator=gen)
+    kwargs = dict(potts_weight=0.9, solver="numba")
+    serial = proposals.alpha_expansion_batch(unary, contrast_weights(images), n_jobs=1, **kwargs)
+    threads = proposals.alpha_expansion_batch(unary, contrast_weights(images), n_jobs=3, **kwargs)
+    for field in ("labels", "energy", "unary_energy", "pairwise_energy", "resolution", "n_cycles"):
+        assert torch.equal(getattr(serial, field), getattr(threads, field)), field
