@@ -159,18 +159,19 @@ class SegmentationTrainer:
         With the ``"batch"`` schedule: compute the next mini-batch's proposals in a background
         thread (from an eval-mode forward pass of the current network) while the network steps
         on the current one, so the X-step runs in parallel with the network step; proposals are
-        then one step stale. GCO releases the GIL, so this needs no extra process. It pays only
-        with a core to spare: on 2 cores with 2 torch threads it measured slower than no overlap
-        (2.56x vs 2.44x the GD step, 64 x 64, batch 8) and the stale proposals gave a higher
-        training energy (``benchmarks/segmentation_speed.py``).
+        then one step stale. Both solvers release the GIL, so this needs no extra process. It
+        pays only with a core to spare: on 2 cores with 2 torch threads it measured slower than
+        no overlap (numba, 2 threads: 2.28-2.47x against 1.62-1.70x the GD step, 64 x 64, batch
+        8) and the stale proposals gave a higher training energy and a lower test mIoU
+        (``benchmarks/segmentation_speed.py``).
     warm_start
         With the ``"batch"`` schedule (no overlap): start each image's X-step from its proposals
         of the last mini-batch that held it, with one expansion cycle (``expansion_iters`` from
         the unary minimum the first time): 4 max-flows per image instead of 8-11 with 4
-        labels. Measured (64 x 64, batch 8): a warm batch's serial X-step 56 ms against 76-88
-        ms cold, the same training energy; on 2 processes the step ratio to GD moved little
-        (2.31x, 2.06x and 2.14x against 2.29x, 2.23x and 2.21x in three runs), GCO's per-image
-        graph setup and the max-flows left dominating (``benchmarks/segmentation_speed.py``).
+        labels, the same training energy. Measured (64 x 64, batch 8, 30 steps of which the
+        first 8 are cold, numba on 2 threads, three runs): 1.55-1.64x the GD step against
+        1.62-1.70x cold: the first cycle's four max-flows are most of the X-step either way
+        (``benchmarks/segmentation_speed.py``).
     lr, weight_decay, batch_size, steps
         Adam step size and weight decay, mini-batch size, number of steps (the budget).
     eval_every
