@@ -1,4 +1,4 @@
-r"""Alpha-expansion proposals: the X-step of ADM, a multi-label Potts MRF solved with GCO.
+r"""Alpha-expansion proposals: the X-step of ADM, a multi-label Potts MRF solved by graph cuts.
 
 The X-step of ADM (Marin et al. 2019) minimises, for one image with pixels :math:`p` and
 labellings :math:`X`,
@@ -153,7 +153,7 @@ class BatchExpansionResult:
 
 @dataclass(frozen=True)
 class _IntegerProblem:
-    """One image's problem as GCO takes it; numpy only, so it pickles small to a worker."""
+    """One image's problem as the solvers take it; numpy only, so it pickles small to a worker."""
 
     # int32 for GCO, int64 for the numba solver
     costs: np.ndarray  # (n_sites, K), C order: cost of site s taking label l at [s, l]
@@ -490,7 +490,7 @@ def _integer_problem(
     image: str,
     solver: str = "gco",
 ) -> tuple[_IntegerProblem, float]:
-    """Scale one image's validated float problem to GCO integers (see the module notes).
+    """Scale one image's validated float problem to integers (GCO's limits; see the module notes).
 
     ``unary`` is ``(K, N)``, ``pair_weight`` already multiplied by the Potts weight, ``seeds``
     ``(N,)`` with -1 for unlabelled, ``allowed`` ``(K,)``. Returns the problem and its resolution.
@@ -583,7 +583,7 @@ def alpha_expansion(
     resolution: float | None = None,
     solver: str = "auto",
 ) -> ExpansionResult:
-    r"""Minimise a Potts energy on one image by alpha-expansion (GCO), seeds as hard constraints.
+    r"""Minimise a Potts energy on one image by alpha-expansion, seeds as hard constraints.
 
     .. math::
         E(X) = \sum_p U_{X_p, p} + \lambda \sum_{pq} w_{pq} [X_p \ne X_q]
@@ -593,8 +593,8 @@ def alpha_expansion(
     "keep your label or switch to :math:`\alpha`" and is applied only if it lowers the energy, so
     the energy never increases. Two labels: the result is a global minimum once converged;
     more labels: within a factor 2 of one (Potts, non-negative unaries), often equal. Energies
-    are rounded to integers for GCO (see the module notes); the returned energies are recomputed
-    in float64 from the labels and the original inputs.
+    are rounded to integers for the solver (see the module notes); the returned energies are
+    recomputed in float64 from the labels and the original inputs.
 
     Parameters
     ----------
@@ -618,8 +618,9 @@ def alpha_expansion(
     ignore_index : int, default 255
         Seed value meaning "unlabelled"; must not be a label in ``[0, K)``.
     resolution : float, optional
-        Energy of one integer unit in GCO (default: the largest term maps to about ``9.9e6``
-        units). Raises if a term would exceed GCO's limit of ``1e7`` units.
+        Energy of one integer unit in the solver (default: the largest term maps to about
+        ``9.9e6`` units). Raises if a term would exceed GCO's limit of ``1e7`` units (kept for
+        both solvers, so they solve the same problem).
     solver : {"auto", "numba", "gco"}, default "auto"
         ``"numba"``: beyondgd's compiled alpha-expansion; ``"gco"``: GCO through gco-wrapper;
         ``"auto"``: numba where it is installed, else GCO. Same integer problem, same moves
