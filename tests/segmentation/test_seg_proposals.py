@@ -587,7 +587,8 @@ def test_missing_gco_raises_import_error_naming_the_extra(small, monkeypatch):
 
 def test_pool_works_from_a_script_without_a_main_guard(tmp_path):
     # With "spawn"/"forkserver" each worker re-imports __main__: an unguarded script would run
-    # again in every worker (it did, in a long experiment script). The default must not.
+    # again in every worker (it did, in a long experiment script). The default must not. (GCO:
+    # the numba solver uses threads, no worker process.)
     script = tmp_path / "unguarded.py"
     script.write_text(
         "import torch\n"
@@ -595,7 +596,8 @@ def test_pool_works_from_a_script_without_a_main_guard(tmp_path):
         "gen = torch.Generator().manual_seed(0)\n"
         "images = torch.rand(4, 3, 8, 8, generator=gen)\n"
         "unary = torch.rand(4, 3, 8, 8, generator=gen)\n"
-        "result = alpha_expansion_batch(unary, contrast_weights(images), n_jobs=2)\n"
+        "weights = contrast_weights(images)\n"
+        "result = alpha_expansion_batch(unary, weights, n_jobs=2, solver='gco')\n"
         "print('solved', tuple(result.labels.shape))\n"
     )
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)

@@ -171,9 +171,17 @@ def test_both_solvers_train_alike_and_only_gco_opens_worker_processes(tiny, monk
     from beyondgd.segmentation import training
 
     train, _ = tiny
+    from beyondgd.segmentation import proposals
+
     opened = []
-    real_pool = training.ExpansionPool
-    monkeypatch.setattr(training, "ExpansionPool", lambda n: opened.append(n) or real_pool(n))
+
+    class SpyPool(proposals.ExpansionPool):
+        def __init__(self, n_jobs, **kwargs):
+            opened.append(n_jobs)
+            super().__init__(n_jobs, **kwargs)
+
+    monkeypatch.setattr(training, "ExpansionPool", SpyPool)  # the trainer's pool
+    monkeypatch.setattr(proposals, "ExpansionPool", SpyPool)  # or one opened per call
     runs = {}
     for solver in ("numba", "gco"):
         trainer = SegmentationTrainer(
