@@ -39,6 +39,10 @@ def test_smoke_runs_and_reports(smoke):
     for needle in ("Lambda sweep", "Validation-selected lambda", "Scribble conditions",
                    "Wall time of fine-tuning", "clicks", "discrete grid-CRF energy"):  # fmt: skip
         assert needle in text, needle
+    # the cost paragraph says which solver ran and how many images it solved at once
+    solver = "beyondgd's numba solver where numba is installed, else GCO: the same moves"
+    n_jobs = result.metrics["config"]["n_jobs"]
+    assert f"Alpha-expansion ({solver}) solves {n_jobs} image(s) at once per unit" in text
     for figure in ("lambda.png", "examples-texture.png", "curve-energy_ref.png", "verdicts.png"):
         assert (run_dir / figure).exists(), figure
     verdicts = result.metrics["report"]["verdicts"]
