@@ -12,11 +12,11 @@ The max-flow is Boykov & Kolmogorov's (2004) search-tree algorithm as in Kolmogo
 ``maxflow`` v3 (growth, augmentation, adoption of orphans with the distance/timestamp
 heuristic) on int64 capacities, so it is exact; a fresh cut on one of those images took 1.2-2.9
 ms here against 1.2-2.4 ms for Kolmogorov's C++ (PyMaxflow, graph build included). What makes
-the whole solve about 1.6x faster than GCO's (141 against 223-232 ms for the 24 images): no
-per-image graph setup (GCO spent about 3 ms per image on its neighbour lists and one C call per
-initial label), each label's flow carried over to its next cut (after the first cycle few labels
-change, so little flow is left to push: 17% of the time), and the two-terminal paths
-``source -> p -> q -> sink`` saturated before the trees are grown (15%).
+the whole solve 1.5-1.6x faster than GCO's (135-141 against 209-223 ms for the 24 images, four
+runs): no per-image graph setup (GCO spent about 3 ms per image on its neighbour lists and one
+C call per initial label), each label's flow carried over to its next cut (13-20% less time
+than fresh cuts), and the two-terminal paths ``source -> p -> q -> sink`` saturated before the
+trees are grown (13-18% less time per fresh cut).
 """
 
 from __future__ import annotations
