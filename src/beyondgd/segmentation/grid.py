@@ -13,6 +13,8 @@ mean of :math:`\|I_p - I_q\|^2` over its neighbour pairs.
 
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import dataclass
 
@@ -162,17 +164,28 @@ def potts_energy(labels: torch.Tensor, weights: GridWeights) -> torch.Tensor:
     return energy
 
 
+@functools.lru_cache(maxsize=16)
+def _grid_pairs(offsets: tuple[tuple[int, int], ...], height: int, width: int) -> torch.Tensor:
+    ids = torch.arange(height * width).reshape(height, width)
+    edges = []
+    for off in offsets:
+        p, q = pair_values(ids, off)
+        edges.append(torch.stack([p.reshape(-1), q.reshape(-1)], 1))
+    return torch.cat(edges)
+
+
+def grid_pairs(offsets, height: int, width: int) -> torch.Tensor:
+    """The pairs of an ``H x W`` grid with ``offsets``, ``(E, 2)`` int64 with
+    ``pairs[:, 0] < pairs[:, 1]`` in row-major pixel numbering, in :func:`edge_list`'s order.
+    Cached (a trainer asks every step): the tensor is shared, so do not modify it."""
+    return _grid_pairs(tuple(tuple(int(v) for v in off) for off in offsets), height, width)
+
+
 def edge_list(weights: GridWeights, index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Image ``index``'s pairs as ``(edges (E, 2) int64 with edges[:, 0] < edges[:, 1], w (E,))``
     in row-major pixel numbering."""
-    h, w = weights.height, weights.width
-    ids = torch.arange(h * w).reshape(h, w)
-    edges, values = [], []
-    for off, wmap in zip(weights.offsets, weights.maps):
-        p, q = pair_values(ids, off)
-        edges.append(torch.stack([p.reshape(-1), q.reshape(-1)], 1))
-        values.append(wmap[index].reshape(-1))
-    return torch.cat(edges), torch.cat(values)
+    edges = grid_pairs(weights.offsets, weights.height, weights.width).clone()
+    return edges, torch.cat([wmap[index].reshape(-1) for wmap in weights.maps])
 
 
 def check_relaxation_choice(relaxation: str) -> str:
