@@ -326,3 +326,128 @@ def test_threads_solve_the_batch_as_one_thread_does():
     threads = proposals.alpha_expansion_batch(unary, contrast_weights(images), n_jobs=3, **kwargs)
     for field in ("labels", "energy", "unary_energy", "pairwise_energy", "resolution", "n_cycles"):
         assert torch.equal(getattr(serial, field), getattr(threads, field)), field
+
+
+# ---- the compiled build (scale_problem) against the float path (_integer_problem) -------------
+
+
+def float_problem(seed, n_labels, size=12):
+    """``_integer_problem``'s float arguments: seeds, allowed labels, an initial labelling, an
+    explicit resolution and weights that round to zero vary with the seed."""
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.rand(3, size, size, generator=gen, dtype=torch.float64)
+    unary = torch.randn(n_labels, size, size, generator=gen, dtype=torch.float64) * 10.0 ** (
+        seed % 5 - 2
+    )
+    pairs, w = edge_list(contrast_weights(image), 0)
+    weight = w.numpy() * (0.3 + seed % 4)
+    if seed % 3 == 0:  # a few pairs far below the resolution: rounded to 0 and dropped
+        weight[:: 7] *= 1e-9
+    seeds = np.full(size * size, -1, dtype=np.int64)
+    sites = torch.randperm(size * size, generator=gen)[: seed % 9].numpy()
+    seeds[sites] = torch.randint(0, n_labels, (len(sites),), generator=gen).numpy()
+    allowed = np.ones(n_labels, dtype=bool)
+    if seed % 4 == 1 and n_labels > 2:
+        allowed[0] = False
+        seeds[seeds == 0] = -1
+    init = None
+    if seed % 2:
+        choices = np.flatnonzero(allowed)
+        init = choices[torch.randint(0, len(choices), (size * size,), generator=gen).numpy()]
+    resolution = None if seed % 5 else 1e-3 * 10.0 ** (seed % 5 - 2)
+    flat_unary = unary.reshape(n_labels, -1).numpy()
+    return flat_unary, pairs.numpy(), weight, seeds, allowed, init, resolution
+
+
+def compiled_scale(flat_unary, pairs, weight, seeds, allowed, init, resolution):
+    labels = np.full(flat_unary.shape[1], -7, dtype=np.int64)
+    out = compiled.scale_problem(
+        np.ascontiguousarray(flat_unary),
+        pairs,
+        weight,
+        seeds,
+        allowed,
+        np.empty(0, dtype=np.int64) if init is None else init.astype(np.int64),
+        np.nan if resolution is None else resolution,
+        proposals._DEFAULT_LARGEST_TERM,
+        proposals.GCO_MAX_ENERGYTERM,
+        proposals._INT32_MAX,
+        labels,
+    )
+    return out, labels
+
+
+def test_compiled_build_is_the_float_paths_integer_problem_bit_for_bit():
+    dropped = 0
+    for seed in range(80):
+        args = float_problem(seed, 2 + seed % 4)
+        expected, resolution = proposals._integer_problem(*args, -1, "", solver="numba")
+        (status, used, _, _, costs, pairs, weights, to_expand), labels = compiled_scale(*args)
+        assert status == compiled.SCALED_OK, seed
+        assert used == resolution, seed
+        assert costs.dtype == expected.costs.dtype and np.array_equal(costs, expected.costs), seed
+        assert np.array_equal(pairs, expected.pair_index), seed
+        assert np.array_equal(weights, expected.pair_weight), seed
+        assert np.array_equal(labels, expected.init), seed
+        assert tuple(to_expand) == expected.labels_to_expand, seed
+        dropped += len(pairs) < len(args[1])
+    assert dropped > 0  # the zero-weight branch ran
+
+
+def error_of(call):
+    try:
+        with np.errstate(all="ignore"):  # the float range overflows in one case, on purpose
+            call()
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+KINDS = {  # status -> _scaling_error's kind
+    "SEED_NOT_ALLOWED": "seed not allowed",
+    "LARGEST_NOT_FINITE": "largest not finite",
+    "RESOLUTION_TOO_FINE": "resolution too fine",
+    "SEED_COST_TOO_LARGE": "seed cost too large",
+    "INTEGER_OVERFLOW": "integer overflow",
+}
+
+
+def test_compiled_build_fails_as_the_float_path_does():
+    unary = np.array([[0.0, 5.0, 1.0], [2.0, 0.0, 3.0]])  # (K=2, N=3)
+    pairs = np.array([[0, 1], [1, 2]], dtype=np.int64)
+    weight = np.array([1.0, 2.0])
+    free, allowed = np.full(3, -1, dtype=np.int64), np.ones(2, dtype=bool)
+    many = np.array([[0, j] for j in range(1, 301)], dtype=np.int64)  # site 0: 300 pairs
+    cases = [  # (status, float arguments)
+        (compiled.SEED_NOT_ALLOWED, (unary, pairs, weight, np.array([-1, 1, -1]),
+                                     np.array([True, False]), None, None)),
+        (compiled.LARGEST_NOT_FINITE, (np.array([[1.7e308, 0, 0], [-1.7e308, 0, 0]]), pairs,
+                                       weight, free, allowed, None, None)),
+        (compiled.RESOLUTION_TOO_FINE, (unary, pairs, weight, free, allowed, None, 1e-9)),
+        # a seeded site whose pair weights are exactly the limit: its hard cost is one above
+        (compiled.SEED_COST_TOO_LARGE, (unary, pairs[:1], np.array([1e7]),
+                                        np.array([0, -1, -1]), allowed, None, 1.0)),
+        (compiled.INTEGER_OVERFLOW, (np.zeros((2, 301)), many, np.full(300, 1e7),
+                                     np.full(301, -1, dtype=np.int64), allowed, None, 1.0)),
+    ]  # fmt: skip
+    for status, args in cases:
+        name = next(k for k in KINDS if getattr(compiled, k) == status)
+        expected = error_of(lambda: proposals._integer_problem(*args, -1, " 3", solver="numba"))
+        assert expected is not None, name
+        (got, used, largest, largest_int, *_), _ = compiled_scale(*args)
+        assert got == status, name
+        message = str(proposals._scaling_error(KINDS[name], " 3", largest, used, largest_int))
+        assert message == expected, name
+
+
+def test_batch_errors_name_the_image_with_the_compiled_build():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 3, 6, 6, generator=gen)
+    unary = torch.rand(3, 2, 6, 6, generator=gen, dtype=torch.float64)
+    seeds = torch.full((3, 6, 6), 255)
+    seeds[2, 0, 0] = 1
+    allowed = torch.tensor([[True, True], [True, True], [True, False]])
+    with pytest.raises(ValueError, match="^seeds 2 use a label that allowed_labels excludes"):
+        proposals.alpha_expansion_batch(
+            unary, contrast_weights(images), seeds=seeds, allowed_labels=allowed, solver="numba"
+        )

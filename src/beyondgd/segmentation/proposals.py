@@ -22,8 +22,8 @@ capacities, the graph's arcs laid out once per image, no per-site calls), which 
 ``"auto"`` picks where numba is installed (both come with ``pip install "beyondgd[seg]"``). Every
 move is an exact optimal one, so the two lower the energy move by move alike; they can part only
 where two cuts tie (on 24 X-step problems captured from the ADM benchmark they returned the same
-labels, 1.5-1.6x faster with numba). The compiled solver releases the GIL, so ``n_jobs``
-images are solved in threads.
+labels, 1.5-1.6x faster with numba). The numba path builds each image's integer problem and
+solves it in one compiled call that releases the GIL, so ``n_jobs`` images are solved in threads.
 
 Both work on integers, so the energy is rounded:
 
@@ -82,7 +82,7 @@ import numpy as np
 import torch
 
 from beyondgd.core import check_choice, check_int, check_number
-from beyondgd.segmentation.grid import GridWeights, edge_list
+from beyondgd.segmentation.grid import GridWeights, grid_pairs
 
 __all__ = [
     "EXPANSION_SOLVERS",
@@ -422,7 +422,9 @@ def _bool_array(name: str, value: object, shape: tuple[int, ...], dims: str) -> 
     return array
 
 
-def _check_weights(weights: object, batch: int, height: int, width: int) -> GridWeights:
+def _checked_pair_weights(weights: object, batch: int, height: int, width: int) -> np.ndarray:
+    """The pair weights of every image, ``(B, E)`` float64 in :func:`grid_pairs`' order, after
+    checking ``weights``' structure and values."""
     if not isinstance(weights, GridWeights):
         raise TypeError(f"weights must be a grid.GridWeights, got {type(weights).__name__}")
     if (weights.height, weights.width) != (height, width):
@@ -446,14 +448,19 @@ def _check_weights(weights: object, batch: int, height: int, width: int) -> Grid
                 f"weights map for offset {(dy, dx)} must have shape {expected} "
                 f"(batch of {batch} to match unary), got {got}"
             )
-        low, high = torch.aminmax(wmap) if wmap.is_floating_point() else (None, None)
-        if low is None or not bool(torch.isfinite(low) & torch.isfinite(high)):
+        if not wmap.is_floating_point():
             raise ValueError("weights maps must be finite floating-point tensors")
-        if bool(low < 0):
-            raise ValueError(
-                "weights must be >= 0 (a Potts model with negative weights is not submodular)"
-            )
-    return weights
+    # one float64 array, checked at once (a trainer calls this every step)
+    maps = [wmap.detach().reshape(batch, -1) for wmap in weights.maps]
+    pair_weights = torch.cat(maps, 1).to("cpu", torch.float64).numpy()
+    low, high = (pair_weights.min(), pair_weights.max()) if pair_weights.size else (0.0, 0.0)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError("weights maps must be finite floating-point tensors")
+    if low < 0:
+        raise ValueError(
+            "weights must be >= 0 (a Potts model with negative weights is not submodular)"
+        )
+    return pair_weights
 
 
 def _check_seed_labels(seeds: np.ndarray, n_labels: int, ignore_index: int) -> np.ndarray:
@@ -479,6 +486,30 @@ def _degree(pair_index: np.ndarray, pair_weight: np.ndarray, n_sites: int) -> np
     return degree
 
 
+def _scaling_error(
+    kind: str, image: str, largest: float = 0.0, resolution: float = 1.0, largest_int: int = 0
+) -> ValueError:
+    """The error of a problem that cannot be scaled to GCO's integers (both build paths)."""
+    if kind == "seed not allowed":
+        return ValueError(f"seeds{image} use a label that allowed_labels excludes")
+    if kind == "largest not finite":
+        return ValueError(
+            f"unary{image} or potts_weight * weights are too large: their range overflows float64"
+        )
+    if kind == "resolution too fine":
+        return ValueError(
+            f"resolution={resolution:g} is too fine for image{image}: its largest term "
+            f"{largest:g} would be {largest / resolution:.3g} integer units, above GCO's limit "
+            f"of {GCO_MAX_ENERGYTERM}; use resolution >= {largest / GCO_MAX_ENERGYTERM:g}"
+        )
+    if kind == "seed cost too large":
+        return ValueError(
+            f"resolution={resolution:g} is too fine for image{image}: a seed cost needs "
+            f"{largest_int} integer units, above GCO's limit of {GCO_MAX_ENERGYTERM}"
+        )
+    return ValueError(f"image{image}: the integer energy would overflow GCO's integer types")
+
+
 def _integer_problem(
     unary: np.ndarray,
     pair_index: np.ndarray,
@@ -500,7 +531,7 @@ def _integer_problem(
     seeded = seeds >= 0
     any_seeded = bool(seeded.any())
     if any_seeded and not allowed[seeds[seeded]].all():
-        raise ValueError(f"seeds{image} use a label that allowed_labels excludes")
+        raise _scaling_error("seed not allowed", image)
     # (K, N) throughout, the layout unary comes in; (N, K) only for the solver at the end.
     costs = unary if allowed.all() else np.where(allowed[:, None], unary, np.inf)
     if init is None:
@@ -518,17 +549,11 @@ def _integer_problem(
         float(seed_degree[seeded].max(initial=0.0)),
     )
     if not math.isfinite(largest):
-        raise ValueError(
-            f"unary{image} or potts_weight * weights are too large: their range overflows float64"
-        )
+        raise _scaling_error("largest not finite", image)
     if resolution is None:
         resolution = largest / _DEFAULT_LARGEST_TERM if largest > 0 else 1.0
     if largest / resolution > GCO_MAX_ENERGYTERM:
-        raise ValueError(
-            f"resolution={resolution:g} is too fine for image{image}: its largest term "
-            f"{largest:g} would be {largest / resolution:.3g} integer units, above GCO's limit "
-            f"of {GCO_MAX_ENERGYTERM}; use resolution >= {largest / GCO_MAX_ENERGYTERM:g}"
-        )
+        raise _scaling_error("resolution too fine", image, largest, resolution)
     int_costs = np.rint(costs / resolution).astype(np.int64)
     int_weight = np.rint(pair_weight / resolution).astype(np.int64)
     keep = int_weight > 0  # zero pairs only cost time in the solvers
@@ -543,15 +568,12 @@ def _integer_problem(
         int_costs[seeds[seed_sites], seed_sites] = 0
     largest_int = int(int_costs.max(initial=0))
     if largest_int > GCO_MAX_ENERGYTERM:
-        raise ValueError(
-            f"resolution={resolution:g} is too fine for image{image}: a seed cost needs "
-            f"{largest_int} integer units, above GCO's limit of {GCO_MAX_ENERGYTERM}"
-        )
+        raise _scaling_error("seed cost too large", image, largest, resolution, largest_int)
     # GCO adds a pixel's data cost and (twice) its pair terms in 32-bit; totals are 64-bit.
     node_sum = largest_int + 2 * int(int_degree.max(initial=0))
     total = int(int_costs.max(axis=0).sum()) + int(int_weight.sum())
     if node_sum > _INT32_MAX or total > _INT64_MAX:
-        raise ValueError(f"image{image}: the integer energy would overflow GCO's integer types")
+        raise _scaling_error("integer overflow", image)
 
     init = np.where(seeded, seeds, init) if any_seeded else init
     # GCO takes C ints; the numba solver int64 (no conversion in the worker)
@@ -793,6 +815,59 @@ def _device_of(unary: object) -> torch.device:
     return unary.device if isinstance(unary, torch.Tensor) else torch.device("cpu")
 
 
+def _compiled_build_and_solve(
+    unary: np.ndarray,
+    pair_index: np.ndarray,
+    pair_weights: np.ndarray,
+    seeds: np.ndarray,
+    allowed: np.ndarray,
+    init: np.ndarray | None,
+    resolution: float | None,
+    n_iter: int,
+):
+    """``index -> ((labels, n_cycles), resolution)`` for the numba solver: image ``index``'s
+    integer problem built and solved in one compiled call (the same problem as
+    :func:`_integer_problem`'s, see ``scale_and_expand``). ``pair_weights`` ``(B, E)`` are
+    already times the Potts weight."""
+    kernel = _compiled_expansion()
+    n_images, n_labels = unary.shape[:2]
+    flat_unary = np.ascontiguousarray(unary.reshape(n_images, n_labels, -1))
+    flat_seeds = seeds.reshape(n_images, -1).astype(np.int64, copy=False)
+    flat_init = None if init is None else init.reshape(n_images, -1).astype(np.int64, copy=False)
+    no_init = np.empty(0, dtype=np.int64)
+    kinds = {
+        kernel.SEED_NOT_ALLOWED: "seed not allowed",
+        kernel.LARGEST_NOT_FINITE: "largest not finite",
+        kernel.RESOLUTION_TOO_FINE: "resolution too fine",
+        kernel.SEED_COST_TOO_LARGE: "seed cost too large",
+        kernel.INTEGER_OVERFLOW: "integer overflow",
+    }
+
+    def build_and_solve(index: int) -> tuple[tuple[np.ndarray, int], float]:
+        labels = np.empty(flat_unary.shape[2], dtype=np.int64)
+        status, n_cycles, used, largest, largest_int = kernel.scale_and_expand(
+            flat_unary[index],
+            pair_index,
+            pair_weights[index],
+            flat_seeds[index],
+            allowed[index],
+            no_init if flat_init is None else flat_init[index],
+            math.nan if resolution is None else resolution,
+            n_iter,
+            _DEFAULT_LARGEST_TERM,
+            GCO_MAX_ENERGYTERM,
+            _INT32_MAX,
+            _REUSE_FLOWS_MAX_BYTES,
+            labels,
+        )
+        if status != kernel.SCALED_OK:
+            image = "" if n_images == 1 else f" {index}"
+            raise _scaling_error(kinds[status], image, largest, used, largest_int)
+        return (labels, int(n_cycles)), float(used)
+
+    return build_and_solve
+
+
 def _solve(
     unary: np.ndarray,
     device: torch.device,
@@ -814,7 +889,7 @@ def _solve(
     n_images, n_labels, height, width = unary.shape
     if n_labels < 2:
         raise ValueError(f"unary must have K >= 2 labels, got K={n_labels}")
-    weights = _check_weights(weights, n_images, height, width)
+    pair_weights = _checked_pair_weights(weights, n_images, height, width)
     potts_weight = check_number("potts_weight", potts_weight, low=0.0)
     n_iter = check_int("n_iter", n_iter, low=-1)
     ignore_index = check_int("ignore_index", ignore_index)
@@ -842,14 +917,7 @@ def _solve(
             raise ValueError("init uses a label that allowed_labels excludes")
     solver = _resolve_solver(solver)
 
-    weights64 = GridWeights(
-        weights.offsets,
-        [m.detach().to("cpu", torch.float64) for m in weights.maps],
-        height,
-        width,
-    )
-    pair_index = edge_list(weights64, 0)[0].numpy()  # the same pairs in every image
-    pair_weights = torch.cat([m.reshape(n_images, -1) for m in weights64.maps], 1).numpy()
+    pair_index = grid_pairs(weights.offsets, height, width).numpy()  # shared: read only
 
     def problem_of(index: int) -> tuple[_IntegerProblem, float]:
         return _integer_problem(
@@ -865,19 +933,33 @@ def _solve(
             solver=solver,
         )
 
-    def build_and_solve(index: int) -> tuple[tuple[np.ndarray, int], float]:
-        problem, used = problem_of(index)
-        return _solve_integer_problem(problem), used
+    flat_unary = unary.reshape(n_images, n_labels, -1)
+
+    def energies_of(index: int, labels: np.ndarray) -> tuple[float, float]:
+        """Image ``index``'s unary energy and pair weight cut by ``labels`` (per image, so the
+        solver threads compute them too)."""
+        with np.errstate(over="ignore"):  # an overflow is reported below
+            unary_energy = np.take_along_axis(flat_unary[index], labels[None], 0).sum()
+            cut = labels[pair_index[:, 0]] != labels[pair_index[:, 1]]
+            return float(unary_energy), float((pair_weights[index] * cut).sum())
 
     workers = 1 if pool is not None else min(n_jobs, n_images)
     if solver == "numba" and pool is None:
-        # Threads build and solve (numpy and the compiled solver release the GIL).
+        build_and_solve = _compiled_build_and_solve(
+            unary, pair_index, pair_weights * potts_weight, seeds, allowed, init, resolution, n_iter
+        )
+
+        def solve(index: int):
+            solution, used = build_and_solve(index)
+            return solution, used, energies_of(index, solution[0])
+
+        # Threads build and solve: the compiled build and solver hold no GIL.
         if workers > 1:
             with ThreadPoolExecutor(workers) as threads:
-                done = list(threads.map(build_and_solve, range(n_images)))
+                done = list(threads.map(solve, range(n_images)))
         else:
-            done = [build_and_solve(index) for index in range(n_images)]
-        solutions, resolutions = [d[0] for d in done], [d[1] for d in done]
+            done = [solve(index) for index in range(n_images)]
+        solutions, resolutions, energies = zip(*done)
     else:
         problems, resolutions = zip(*[problem_of(index) for index in range(n_images)])
         if pool is not None:
@@ -887,15 +969,11 @@ def _solve(
                 solutions = call_pool._map(problems)
         else:
             solutions = [_solve_integer_problem(problem) for problem in problems]
+        energies = [energies_of(index, s[0]) for index, s in enumerate(solutions)]
 
     flat_labels = np.stack([s[0] for s in solutions])  # (B, N)
-    flat_unary = unary.reshape(n_images, n_labels, -1)
-    cut = flat_labels[:, pair_index[:, 0]] != flat_labels[:, pair_index[:, 1]]
-    with np.errstate(over="ignore"):  # an overflow is reported below
-        unary_energy = torch.from_numpy(
-            np.take_along_axis(flat_unary, flat_labels[:, None], 1)[:, 0].sum(axis=1)
-        )
-        pairwise_energy = potts_weight * torch.from_numpy((pair_weights * cut).sum(axis=1))
+    unary_energy = torch.tensor([e[0] for e in energies], dtype=torch.float64)
+    pairwise_energy = potts_weight * torch.tensor([e[1] for e in energies], dtype=torch.float64)
     energy = unary_energy + pairwise_energy
     labels = torch.from_numpy(flat_labels.reshape(n_images, height, width))
     if not bool(torch.isfinite(energy).all()):
