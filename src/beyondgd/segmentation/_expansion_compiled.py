@@ -490,7 +490,8 @@ def scale_problem(unary, pair_index, pair_weight, seeds, allowed, init, resoluti
         largest_degree = max(largest_degree, int_degree[i])
         total += site_max
     if largest_int > max_term:
-        return SEED_COST_TOO_LARGE, resolution, largest, largest_int, none_costs, none2, none1, none1
+        return (SEED_COST_TOO_LARGE, resolution, largest, largest_int, none_costs, none2, none1,
+                none1)  # fmt: skip
     for e in range(n_kept):
         total += kept_weight[e]
     if largest_int + 2 * largest_degree > int32_max or total < 0:  # total < 0: int64 wrapped

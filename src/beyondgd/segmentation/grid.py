@@ -14,7 +14,6 @@ mean of :math:`\|I_p - I_q\|^2` over its neighbour pairs.
 from __future__ import annotations
 
 import functools
-
 import math
 from dataclasses import dataclass
 
