@@ -4,6 +4,10 @@ choice (``solver=`` / ``"auto"``) with its errors."""
 
 import dataclasses
 import itertools
+import multiprocessing
+import os
+import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -328,6 +332,50 @@ def test_threads_solve_the_batch_as_one_thread_does():
         assert torch.equal(getattr(serial, field), getattr(threads, field)), field
 
 
+def batch_problem(seed=5):
+    gen = torch.Generator().manual_seed(seed)
+    images, unary = torch.rand(5, 3, 12, 12, generator=gen), torch.rand(5, 4, 12, 12, generator=gen)
+    return unary, contrast_weights(images)
+
+
+def test_calls_reuse_one_pool_of_threads():
+    unary, weights = batch_problem()
+    proposals.alpha_expansion_batch(unary, weights, n_jobs=2, solver="numba")
+    pool, n_threads = proposals._threads_of(2), threading.active_count()
+    for _ in range(3):
+        proposals.alpha_expansion_batch(unary, weights, n_jobs=2, solver="numba")
+    assert proposals._threads_of(2) is pool and threading.active_count() == n_threads
+
+
+def _solve_in_child(queue):
+    unary, weights = batch_problem()
+    labels = proposals.alpha_expansion_batch(unary, weights, n_jobs=2, solver="numba").labels
+    queue.put(labels.numpy())
+
+
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork on this platform")
+def test_a_forked_child_gets_threads_of_its_own():
+    # The parent's pool exists before the fork; its threads do not exist in the child, which
+    # would wait for them forever if it reused the pool.
+    unary, weights = batch_problem()
+    expected = proposals.alpha_expansion_batch(unary, weights, n_jobs=2, solver="numba").labels
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_solve_in_child, args=(queue,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        child.start()
+    try:
+        labels = queue.get(timeout=60)
+    except Exception:
+        pytest.fail("the forked child did not solve the batch within 60 s")
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    assert np.array_equal(labels, expected.numpy()) and child.exitcode == 0
+
+
 # ---- the compiled build (scale_problem) against the float path (_integer_problem) -------------
 
 
@@ -342,7 +390,7 @@ def float_problem(seed, n_labels, size=12):
     pairs, w = edge_list(contrast_weights(image), 0)
     weight = w.numpy() * (0.3 + seed % 4)
     if seed % 3 == 0:  # a few pairs far below the resolution: rounded to 0 and dropped
-        weight[:: 7] *= 1e-9
+        weight[::7] *= 1e-9
     seeds = np.full(size * size, -1, dtype=np.int64)
     sites = torch.randperm(size * size, generator=gen)[: seed % 9].numpy()
     seeds[sites] = torch.randint(0, n_labels, (len(sites),), generator=gen).numpy()
@@ -432,7 +480,9 @@ def test_compiled_build_fails_as_the_float_path_does():
     ]  # fmt: skip
     for status, args in cases:
         name = next(k for k in KINDS if getattr(compiled, k) == status)
-        expected = error_of(lambda: proposals._integer_problem(*args, -1, " 3", solver="numba"))
+        expected = error_of(
+            lambda args=args: proposals._integer_problem(*args, -1, " 3", solver="numba")
+        )
         assert expected is not None, name
         (got, used, largest, largest_int, *_), _ = compiled_scale(*args)
         assert got == status, name
