@@ -762,7 +762,7 @@ def alpha_expansion_batch(
     n_jobs: int = 1,
     pool: ExpansionPool | None = None,
 ) -> BatchExpansionResult:
-    r""":func:`alpha_expansion` on each image of a batch, in parallel processes if asked.
+    r""":func:`alpha_expansion` on each image of a batch, in parallel threads or processes if asked.
 
     Parameters
     ----------
