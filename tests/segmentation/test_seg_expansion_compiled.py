@@ -338,13 +338,24 @@ def batch_problem(seed=5):
     return unary, contrast_weights(images)
 
 
-def test_calls_reuse_one_pool_of_threads():
+def test_calls_of_any_batch_size_share_one_pool_of_threads(monkeypatch):
     unary, weights = batch_problem()
-    proposals.alpha_expansion_batch(unary, weights, n_jobs=2, solver="numba")
-    pool, n_threads = proposals._threads_of(2), threading.active_count()
-    for _ in range(3):
-        proposals.alpha_expansion_batch(unary, weights, n_jobs=2, solver="numba")
-    assert proposals._threads_of(2) is pool and threading.active_count() == n_threads
+    solved_on = []  # the threads that ran each image (kept alive, so none is mistaken for another)
+    scale_and_expand = compiled.scale_and_expand
+
+    def spy(*args):
+        solved_on.append(threading.current_thread())
+        return scale_and_expand(*args)
+
+    monkeypatch.setattr(compiled, "scale_and_expand", spy)
+    monkeypatch.setattr(proposals, "_solver_threads", {})
+    for n_images in (5, 2, 4, 3, 5):
+        proposals.alpha_expansion_batch(
+            unary[:n_images], weights[:n_images], n_jobs=3, solver="numba"
+        )
+    assert len(solved_on) == 19 and len(set(solved_on)) <= 3
+    assert threading.main_thread() not in solved_on
+    assert list(proposals._solver_threads) == [3]
 
 
 def _solve_in_child(queue):
@@ -398,6 +409,9 @@ def float_problem(seed, n_labels, size=12):
     if seed % 4 == 1 and n_labels > 2:
         allowed[0] = False
         seeds[seeds == 0] = -1
+    elif seed % 7 == 3:  # a single allowed label: nothing to expand on
+        allowed[:] = np.arange(n_labels) == seed % n_labels
+        seeds[seeds != seed % n_labels] = -1
     init = None
     if seed % 2:
         choices = np.flatnonzero(allowed)
@@ -418,6 +432,7 @@ def compiled_scale(flat_unary, pairs, weight, seeds, allowed, init, resolution):
         np.empty(0, dtype=np.int64) if init is None else init.astype(np.int64),
         np.nan if resolution is None else resolution,
         proposals._DEFAULT_LARGEST_TERM,
+        proposals._FLOAT64_MIN_NORMAL,
         proposals.GCO_MAX_ENERGYTERM,
         proposals._INT32_MAX,
         labels,
@@ -454,6 +469,7 @@ def error_of(call):
 KINDS = {  # status -> _scaling_error's kind
     "SEED_NOT_ALLOWED": "seed not allowed",
     "LARGEST_NOT_FINITE": "largest not finite",
+    "LARGEST_TOO_SMALL": "largest too small",
     "RESOLUTION_TOO_FINE": "resolution too fine",
     "SEED_COST_TOO_LARGE": "seed cost too large",
     "INTEGER_OVERFLOW": "integer overflow",
@@ -471,6 +487,11 @@ def test_compiled_build_fails_as_the_float_path_does():
                                      np.array([True, False]), None, None)),
         (compiled.LARGEST_NOT_FINITE, (np.array([[1.7e308, 0, 0], [-1.7e308, 0, 0]]), pairs,
                                        weight, free, allowed, None, None)),
+        # the default resolution would be subnormal (1e-316 / 9.9e6) or 0 (1e-318 / 9.9e6)
+        (compiled.LARGEST_TOO_SMALL, (unary * 1e-316, pairs, weight * 1e-317, free, allowed,
+                                      None, None)),
+        (compiled.LARGEST_TOO_SMALL, (unary * 1e-318, pairs, weight * 0.0, free, allowed, None,
+                                      None)),
         (compiled.RESOLUTION_TOO_FINE, (unary, pairs, weight, free, allowed, None, 1e-9)),
         # a seeded site whose pair weights are exactly the limit: its hard cost is one above
         (compiled.SEED_COST_TOO_LARGE, (unary, pairs[:1], np.array([1e7]),

@@ -321,6 +321,18 @@ def test_resolution_override_is_used_and_checked():
         alpha_expansion(unary, weights, potts_weight=potts, resolution=1e-9)
 
 
+def test_terms_too_small_to_scale_are_refused():
+    # The default resolution (largest term / 9.9e6) would be subnormal, or 0 (a division by 0).
+    unary, weights, potts = random_problem(2, 3, size=5)
+    match = r"^unary and potts_weight \* weights are too small to scale to integers"
+    with pytest.raises(ValueError, match=match):
+        alpha_expansion(unary * 1e-316, weights, potts_weight=potts * 1e-316)
+    with pytest.raises(ValueError, match=match):
+        alpha_expansion(unary * 1e-318, weights, potts_weight=0.0)
+    tiny = alpha_expansion(unary * 1e-300, weights, potts_weight=potts * 1e-300)
+    assert torch.equal(tiny.labels, alpha_expansion(unary, weights, potts_weight=potts).labels)
+
+
 def test_extreme_magnitudes_run_without_reaching_gco_limits():
     unary, weights, potts = random_problem(2, 3, size=5)
     huge = alpha_expansion(unary * 1e200, weights, potts_weight=potts * 1e200)

@@ -392,12 +392,12 @@ def expansion(costs, pair_index, pair_weight, labels, labels_to_expand, n_iter, 
 
 # Status codes of ``scale_and_expand`` (the caller turns them into the float path's errors).
 SCALED_OK, SEED_NOT_ALLOWED, LARGEST_NOT_FINITE, RESOLUTION_TOO_FINE, SEED_COST_TOO_LARGE = range(5)
-INTEGER_OVERFLOW = 5
+INTEGER_OVERFLOW, LARGEST_TOO_SMALL = 5, 6
 
 
 @njit(cache=True, nogil=True)
 def scale_problem(unary, pair_index, pair_weight, seeds, allowed, init, resolution,
-                  default_largest, max_term, int32_max, labels):  # fmt: skip
+                  default_largest, min_normal, max_term, int32_max, labels):  # fmt: skip
     """One image's float problem scaled to integers, without the GIL.
 
     The same integer problem, bit for bit, as ``proposals._integer_problem`` (the float path
@@ -408,7 +408,8 @@ def scale_problem(unary, pair_index, pair_weight, seeds, allowed, init, resoluti
     ``unary`` ``(K, N)`` float64, ``pair_weight`` ``(E,)`` float64 already times the Potts
     weight, ``seeds`` ``(N,)`` int64 with -1 unlabelled, ``allowed`` ``(K,)`` bool, ``init``
     ``(N,)`` int64 or empty (the unary argmin), ``resolution`` ``> 0`` or NaN (chosen so the
-    largest term is ``default_largest`` units). ``labels`` ``(N,)`` receives the initial
+    largest term is ``default_largest`` units; refused if that is below ``min_normal``, the
+    smallest normal float64). ``labels`` ``(N,)`` receives the initial
     labelling. Returns ``(status, resolution, largest, largest_int, costs (N, K), pair_index,
     pair_weight, labels_to_expand)`` (int64; the pairs whose integer weight is 0 dropped);
     ``status`` is one of the codes above, and on an error the arrays are empty.
@@ -455,6 +456,8 @@ def scale_problem(unary, pair_index, pair_weight, seeds, allowed, init, resoluti
         return LARGEST_NOT_FINITE, resolution, largest, 0, none_costs, none2, none1, none1
     if np.isnan(resolution):
         resolution = largest / default_largest if largest > 0 else 1.0
+        if resolution < min_normal:  # subnormal or 0: the scaling loses its digits
+            return LARGEST_TOO_SMALL, resolution, largest, 0, none_costs, none2, none1, none1
     if largest / resolution > max_term:
         return RESOLUTION_TOO_FINE, resolution, largest, 0, none_costs, none2, none1, none1
     int_costs = np.empty((n, n_labels), dtype=np.int64)  # the solver's (N, K) layout
@@ -512,14 +515,15 @@ def scale_problem(unary, pair_index, pair_weight, seeds, allowed, init, resoluti
 
 @njit(cache=True, nogil=True)
 def scale_and_expand(unary, pair_index, pair_weight, seeds, allowed, init, resolution, n_iter,
-                     default_largest, max_term, int32_max, reuse_max_bytes, labels):  # fmt: skip
+                     default_largest, min_normal, max_term, int32_max, reuse_max_bytes,
+                     labels):  # fmt: skip
     """:func:`scale_problem`, then :func:`expansion` from its initial labelling (into
     ``labels``), without the GIL. Returns ``(status, n_cycles, resolution, largest,
     largest_int)``; ``n_cycles`` is 0 on an error. Flows are kept per label while they fit in
     ``reuse_max_bytes``."""
     status, resolution, largest, largest_int, costs, pairs, weights, labels_to_expand = (
         scale_problem(unary, pair_index, pair_weight, seeds, allowed, init, resolution,
-                      default_largest, max_term, int32_max, labels)
+                      default_largest, min_normal, max_term, int32_max, labels)
     )  # fmt: skip
     if status != SCALED_OK:
         return status, 0, resolution, largest, largest_int

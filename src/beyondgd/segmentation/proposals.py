@@ -99,6 +99,9 @@ __all__ = [
 GCO_MAX_ENERGYTERM = 10_000_000
 # The largest integer term by default: 1% below GCO's limit leaves room for rounding.
 _DEFAULT_LARGEST_TERM = 9_900_000
+# Below this the default resolution (largest / _DEFAULT_LARGEST_TERM) would be subnormal or 0.
+_FLOAT64_MIN_NORMAL = float(np.finfo(np.float64).tiny)
+_SMALLEST_SCALABLE_TERM = _FLOAT64_MIN_NORMAL * _DEFAULT_LARGEST_TERM
 _INT32_MAX = 2**31 - 1
 _INT64_MAX = 2**63 - 1
 _GCO_INSTALL_HINT = 'pip install "beyondgd[seg]" (installs gco-wrapper)'
@@ -224,9 +227,10 @@ if hasattr(os, "register_at_fork"):  # POSIX only
 
 
 def _threads_of(workers: int) -> ThreadPoolExecutor:
-    """A pool of ``workers`` threads kept for the process: starting two threads per call cost
-    4-5 ms of a 34 ms call on 8 images called back to back (30 ms with kept threads); idle
-    threads cost nothing."""
+    """A pool of up to ``workers`` threads kept for the process: starting two threads per call
+    cost 4-5 ms of a 34 ms call on 8 images called back to back (30 ms with kept threads). A
+    pool starts a thread only when no idle one is there, so it holds at most as many as the
+    most images solved at once; idle threads cost nothing."""
     with _solver_threads_lock:
         threads = _solver_threads.get(workers)
         if threads is None:
@@ -524,6 +528,12 @@ def _scaling_error(
         return ValueError(
             f"unary{image} or potts_weight * weights are too large: their range overflows float64"
         )
+    if kind == "largest too small":
+        return ValueError(
+            f"unary{image} and potts_weight * weights are too small to scale to integers: the "
+            f"largest term {largest:g} is below {_SMALLEST_SCALABLE_TERM:g}; multiply both by "
+            "the same constant (the minimiser does not change) or pass resolution"
+        )
     if kind == "resolution too fine":
         return ValueError(
             f"resolution={resolution:g} is too fine for image{image}: its largest term "
@@ -580,6 +590,8 @@ def _integer_problem(
         raise _scaling_error("largest not finite", image)
     if resolution is None:
         resolution = largest / _DEFAULT_LARGEST_TERM if largest > 0 else 1.0
+        if resolution < _FLOAT64_MIN_NORMAL:  # subnormal or 0: the scaling loses its digits
+            raise _scaling_error("largest too small", image, largest)
     if largest / resolution > GCO_MAX_ENERGYTERM:
         raise _scaling_error("resolution too fine", image, largest, resolution)
     int_costs = np.rint(costs / resolution).astype(np.int64)
@@ -867,6 +879,7 @@ def _compiled_build_and_solve(
     kinds = {
         kernel.SEED_NOT_ALLOWED: "seed not allowed",
         kernel.LARGEST_NOT_FINITE: "largest not finite",
+        kernel.LARGEST_TOO_SMALL: "largest too small",
         kernel.RESOLUTION_TOO_FINE: "resolution too fine",
         kernel.SEED_COST_TOO_LARGE: "seed cost too large",
         kernel.INTEGER_OVERFLOW: "integer overflow",
@@ -884,6 +897,7 @@ def _compiled_build_and_solve(
             math.nan if resolution is None else resolution,
             n_iter,
             _DEFAULT_LARGEST_TERM,
+            _FLOAT64_MIN_NORMAL,
             GCO_MAX_ENERGYTERM,
             _INT32_MAX,
             _REUSE_FLOWS_MAX_BYTES,
@@ -983,8 +997,8 @@ def _solve(
             return solution, used, energies_of(index, solution[0])
 
         # Threads build and solve: the compiled build and solver hold no GIL.
-        if workers > 1:
-            done = list(_threads_of(workers).map(solve, range(n_images)))
+        if workers > 1:  # keyed by n_jobs, so every batch size shares one pool
+            done = list(_threads_of(n_jobs).map(solve, range(n_images)))
         else:
             done = [solve(index) for index in range(n_images)]
         solutions, resolutions, energies = zip(*done)
