@@ -163,7 +163,8 @@ def potts_energy(labels: torch.Tensor, weights: GridWeights) -> torch.Tensor:
     return energy
 
 
-@functools.lru_cache(maxsize=16)
+# A few grids: a trainer uses one or two image sizes; a 512 x 512 8-grid holds 16 MB.
+@functools.lru_cache(maxsize=4)
 def _grid_pairs(offsets: tuple[tuple[int, int], ...], height: int, width: int) -> torch.Tensor:
     ids = torch.arange(height * width).reshape(height, width)
     edges = []
