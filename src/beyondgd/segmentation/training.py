@@ -161,17 +161,18 @@ class SegmentationTrainer:
         on the current one, so the X-step runs in parallel with the network step; proposals are
         then one step stale. Both solvers release the GIL, so this needs no extra process. It
         pays only with a core to spare: on 2 cores with 2 torch threads it measured slower than
-        no overlap (numba, 2 threads: 2.28-2.47x against 1.62-1.70x the GD step, 64 x 64, batch
-        8) and the stale proposals gave a higher training energy and a lower test mIoU
-        (``benchmarks/segmentation_speed.py``).
+        no overlap (numba, 2 threads, 64 x 64, batch 8, two runs of three rounds: 2.11-2.18x
+        against 1.51-1.56x the GD step, medians) and the stale proposals gave a higher training
+        energy and a lower test mIoU (``benchmarks/segmentation_speed.py --rounds 3``).
     warm_start
         With the ``"batch"`` schedule (no overlap): start each image's X-step from its proposals
         of the last mini-batch that held it, with one expansion cycle (``expansion_iters`` from
         the unary minimum the first time): 4 max-flows per image instead of 8-11 with 4
-        labels, the same training energy. Measured (64 x 64, batch 8, 30 steps of which the
-        first 8 are cold, numba on 2 threads, three runs): 1.55-1.64x the GD step against
-        1.62-1.70x cold: the first cycle's four max-flows are most of the X-step either way
-        (``benchmarks/segmentation_speed.py``).
+        labels, and nearly the same training energy (0.7344 against 0.7333, the same test
+        mIoU). Measured (64 x 64, batch 8, 30 steps of which the first 8 are cold, numba on 2
+        threads, two runs of three rounds): 1.44-1.47x the GD step against 1.51-1.56x cold
+        (medians; single rounds 1.40-1.55x): the first cycle's four max-flows are most of the
+        X-step either way (``benchmarks/segmentation_speed.py --rounds 3``).
     lr, weight_decay, batch_size, steps
         Adam step size and weight decay, mini-batch size, number of steps (the budget).
     eval_every
