@@ -182,15 +182,13 @@ def beyondgd_trace(
     return trace, res
 
 
-def first_time(trace, ok) -> float:
-    for t, f, e in trace:
-        if ok(f, e):
-            return t
-    return math.nan
-
-
 def first_index(trace, ok) -> int | None:
     return next((i for i, (_, f, e) in enumerate(trace) if ok(f, e)), None)
+
+
+def first_time(trace, ok) -> float:
+    i = first_index(trace, ok)
+    return math.nan if i is None else trace[i][0]
 
 
 def anderson_cd_breakdown(X, y, penalty, tol: float, repeats: int = 3) -> dict:
