@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -522,3 +523,55 @@ def test_batch_errors_name_the_image_with_the_compiled_build():
         proposals.alpha_expansion_batch(
             unary, contrast_weights(images), seeds=seeds, allowed_labels=allowed, solver="numba"
         )
+
+
+def test_argmin_boundaries_counts_the_argmins_label_changes_between_4_neighbours():
+    rng = np.random.default_rng(0)
+    for _ in range(60):  # small integer costs: many ties, which go to the first minimum
+        shape = (3, int(rng.integers(2, 6)), int(rng.integers(1, 9)), int(rng.integers(1, 9)))
+        unary = rng.integers(0, 3, shape).astype(np.float64)
+        argmin = unary.argmin(axis=1)
+        expected = (argmin[:, 1:] != argmin[:, :-1]).sum(axis=(1, 2))
+        expected += (argmin[:, :, 1:] != argmin[:, :, :-1]).sum(axis=(1, 2))
+        np.testing.assert_array_equal(compiled.argmin_boundaries(unary), expected)
+
+
+def test_threads_start_the_image_with_the_longest_argmin_boundary_first(monkeypatch):
+    # image 0: one flat region; image 1: a checkerboard (every pair a change); image 2: halves
+    unary = np.zeros((3, 2, 6, 6))
+    unary[1, 0][(np.indices((6, 6)).sum(0) % 2) == 0] = 1.0
+    unary[2, 0, :, 3:] = 1.0
+    assert proposals._longest_first(unary) == [1, 2, 0]
+    started = []
+    scale_and_expand = compiled.scale_and_expand
+
+    def spy(unary_of_image, *args):
+        started.append(float(unary_of_image.sum()))
+        return scale_and_expand(unary_of_image, *args)
+
+    monkeypatch.setattr(compiled, "scale_and_expand", spy)
+    monkeypatch.setattr(proposals, "_solver_threads", {})
+    weights = contrast_weights(torch.zeros(3, 3, 6, 6))
+    proposals.alpha_expansion_batch(unary, weights, n_jobs=1, solver="numba")
+    assert started == [0.0, 18.0, 18.0]  # one thread: index order
+    started.clear()
+    # the pool's one thread takes the images in the order they were handed to it
+    monkeypatch.setattr(proposals, "_threads_of", lambda workers: ThreadPoolExecutor(1))
+    result = proposals.alpha_expansion_batch(unary, weights, n_jobs=2, solver="numba")
+    assert started[0] == 18.0 and started[-1] == 0.0
+    serial = proposals.alpha_expansion_batch(unary, weights, n_jobs=1, solver="numba")
+    assert torch.equal(result.labels, serial.labels)  # each image's result in its own place
+
+
+def test_threads_raise_the_first_failing_image_of_the_batch_not_the_first_started():
+    unary = torch.zeros(3, 2, 6, 6, dtype=torch.float64)
+    unary[2, 0][(torch.arange(6)[:, None] + torch.arange(6)) % 2 == 0] = 1.0  # started first
+    seeds = torch.full((3, 6, 6), 255)
+    seeds[0, 0, 0] = seeds[2, 0, 0] = 1
+    allowed = torch.tensor([[True, False], [True, True], [True, False]])
+    assert proposals._longest_first(unary.numpy())[0] == 2
+    with pytest.raises(ValueError, match="^seeds 0 use a label that allowed_labels excludes"):
+        proposals.alpha_expansion_batch(
+            unary, contrast_weights(torch.zeros(3, 3, 6, 6)), seeds=seeds,
+            allowed_labels=allowed, n_jobs=2, solver="numba",
+        )  # fmt: skip
