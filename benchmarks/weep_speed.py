@@ -1,7 +1,7 @@
 """WEEP speed: elementwise cost, and time to accuracy against skglm's MCP.
 
     python benchmarks/weep_speed.py [--quick] [--sizes 160x400,1000x5000] [--threads N]
-                                    [--max-time S]
+                                    [--max-time S] [--rounds R]
 
 (1) Elementwise: ``WEEP(x)`` forward + backward (the fused autograd Function) against
     ``x.abs().sum()`` forward + backward on a 10^7-element float32 tensor. Target (weep.md): ratio
@@ -25,7 +25,12 @@
     beyondgd methods are timed from one run with a callback that records every iterate (the
     callback's own time, which evaluates the float64 objective, is subtracted). BLAS (numpy,
     numba, skglm) and torch run on ``--threads`` threads (default 1).
-    ``--quick`` runs only the first size (160, 400).
+    ``--quick`` runs only the first size (160, 400). ``--rounds R`` then times every end-to-end
+    call (skglm's and beyondgd's FISTA) again at the tolerance where it first reached the
+    suboptimality target, in R rounds in rotated order, each ratio against the same round's
+    skglm MCP, and prints the median and range: the table above times each method in one block,
+    so a slow spell of the machine can fall on one of them (run-to-run, the ratios moved by up
+    to 20%).
 (3) Where the plug-in's time goes: the MCP and WEEP plug-in fits re-run at the tolerances their
     rows were timed at, with skglm's CD epoch and gradient wrapped to count features visited
     (sweeps = columns / n) and their time per column; outer iterations and the last working set
@@ -142,8 +147,8 @@ def skglm_trace(make_estimator, X, y, obj: Objective, tols) -> list[tuple[float,
     return sweep_trace(lambda tol: make_estimator(tol).fit(X, y).coef_, obj, tols)
 
 
-def beyondgd_sweep(dtype, X, y, obj: Objective, lam, penalty, tols, max_iter, stop, **kw):
-    """``solve`` called once per tolerance, as skglm is (no callback: the compiled FISTA runs)."""
+def fista_fit(dtype, X, y, lam, penalty, max_iter, **kw):
+    """``tol -> coef``: one end-to-end ``solve`` call, as a user makes it (the compiled FISTA)."""
     A = torch.from_numpy(np.ascontiguousarray(X)).to(dtype)
     b = torch.from_numpy(y).to(dtype)
 
@@ -153,7 +158,20 @@ def beyondgd_sweep(dtype, X, y, obj: Objective, lam, penalty, tols, max_iter, st
             return solve(A, b, penalty, lam, method="fista", tol=tol, max_iter=max_iter, **kw).x
 
     fit(1e-3)  # compile (numba caches it on disk) and warm up, as for skglm
-    return sweep_trace(fit, obj, tols, stop=stop)
+    return fit
+
+
+def paired_rounds(arms, rounds: int, repeats: int = 7) -> dict[str, list[float]]:
+    """``arms``: ``(name, fit, tol)`` with the reference first. Each round times every arm's call
+    at its ``tol`` (median of ``repeats`` calls), starting one arm later each round so that a slow
+    spell of the machine falls on different arms; returns each arm's ratios to the reference's
+    time of the same round."""
+    times: dict[str, list[float]] = {name: [] for name, _, _ in arms}
+    for round_ in range(rounds):
+        for name, fit, tol in arms[round_ % len(arms) :] + arms[: round_ % len(arms)]:
+            times[name].append(median_time(lambda fit=fit, tol=tol: fit(tol), repeats, warmup=0))
+    reference = times[arms[0][0]]
+    return {name: [t / r for t, r in zip(ts, reference)] for name, ts in times.items()}
 
 
 def beyondgd_trace(
@@ -258,7 +276,7 @@ def fmt_time(t: float) -> str:
     return "      n/a" if math.isnan(t) else f"{t:9.4f}"
 
 
-def bench_size(m: int, n: int, max_time: float, max_iter: int) -> None:
+def bench_size(m: int, n: int, max_time: float, max_iter: int, rounds: int = 1) -> None:
     from skglm import GeneralizedLinearEstimator, MCPRegression
     from skglm.datafits import Quadratic
     from skglm.penalties import MCPenalty
@@ -298,6 +316,10 @@ def bench_size(m: int, n: int, max_time: float, max_iter: int) -> None:
     runs.append(("skglm + WEEP plug-in", "f64", obj_weep, weep_sk_trace))
 
     lam = weight * m  # beyondgd's 1/2||Ax - y||^2 + lam P  ==  m * skglm objective
+    fits = {  # tol -> coef, for the paired rounds
+        "skglm MCP (AndersonCD) f64": lambda tol: mcp_est(tol).fit(X, y).coef_,
+        "skglm + WEEP plug-in f64": lambda tol: weep_est(tol).fit(X, y).coef_,
+    }
     methods = [
         ("fista", {}),
         ("fista+ws", {"working_set": True}),
@@ -318,9 +340,9 @@ def bench_size(m: int, n: int, max_time: float, max_iter: int) -> None:
 
             if method == "fista":  # end-to-end calls per tolerance, as for skglm
                 sweep_tols = [t for t in tols if t >= (1e-8 if dtype == torch.float32 else 0)]
-                trace = beyondgd_sweep(
-                    dtype, X, y, obj_weep, lam, WEEP(a, b), sweep_tols, max_iter, stop, **kw
-                )
+                fit = fista_fit(dtype, X, y, lam, WEEP(a, b), max_iter, **kw)
+                fits[f"beyondgd {name} {tag}"] = fit
+                trace = sweep_trace(fit, obj_weep, sweep_tols, stop=stop)
             else:
                 trace, _ = beyondgd_trace(
                     method, dtype, X, y, obj_weep, lam, WEEP(a, b), max_time, max_iter, stop, **kw
@@ -338,8 +360,12 @@ def bench_size(m: int, n: int, max_time: float, max_iter: int) -> None:
     )
     ref_sub = first_time(mcp_trace, lambda f, e: f - f_mcp <= SUBOPT * abs(f_mcp))
     ref_nmse = first_time(mcp_trace, lambda f, e: e <= nmse_target)
+    at_target = []  # (name, fit, tol) of the end-to-end calls, timed again in paired rounds
     for name, tag, obj, trace in runs:
         fbest = f_mcp if obj is obj_mcp else f_weep_best
+        i_sub = first_index(trace, lambda f, e, fb=fbest: f - fb <= SUBOPT * abs(fb))
+        if f"{name} {tag}" in fits and i_sub is not None:
+            at_target.append((f"{name} {tag}", fits[f"{name} {tag}"], tols[i_sub]))
         t_sub = first_time(trace, lambda f, e, fb=fbest: f - fb <= SUBOPT * abs(fb))
         t_nmse = first_time(trace, lambda f, e: e <= nmse_target)
         last = trace[-1]
@@ -348,6 +374,19 @@ def bench_size(m: int, n: int, max_time: float, max_iter: int) -> None:
             f"{fmt_time(t_nmse)} {fmt_ratio(t_nmse, ref_nmse)} {last[2]:10.2f} "
             f"{(last[1] - fbest) / abs(fbest):12.2e}"
         )
+
+    if rounds > 1 and at_target and at_target[0][0].startswith("skglm MCP"):
+        ratios = paired_rounds(at_target, rounds)
+        print(
+            f"\npaired rounds: each end-to-end call above again at the tolerance where it first "
+            f"reached 1e-6 suboptimality, {rounds} rounds in rotated order; ratio to the same "
+            "round's skglm MCP, median (range)"
+        )
+        for (name, _, tol), values in zip(at_target, ratios.values()):
+            print(
+                f"{name:34s} tol {tol:7.0e} {statistics.median(values):6.2f}x "
+                f"({min(values):.2f}-{max(values):.2f})"
+            )
 
     # Where the plug-in's extra time goes, each at the tolerance its row above was timed at.
     i_mcp = first_index(mcp_trace, lambda f, e: f - f_mcp <= SUBOPT * abs(f_mcp))
@@ -381,8 +420,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max-iter", type=int, default=20000, help="iteration limit per beyondgd run"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="R > 1: time the end-to-end calls again at their target tolerances in R rotated "
+        "rounds and report the median and range of each ratio to skglm MCP",
+    )
     args = parser.parse_args(argv)
     sizes = SIZES[:1] if args.quick else SIZES
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
     if args.sizes:
         try:
             sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
@@ -407,7 +455,7 @@ def main(argv: list[str] | None = None) -> None:
         print('\nskglm is not installed (pip install "beyondgd[sparse]"): solver timings skipped')
         return
     for m, n in sizes:
-        bench_size(m, n, args.max_time, args.max_iter)
+        bench_size(m, n, args.max_time, args.max_iter, args.rounds)
 
 
 if __name__ == "__main__":
