@@ -46,9 +46,11 @@ def energy(costs, pairs, weights, labels):
 
 def expand(costs, pairs, weights, labels, to_expand, n_iter, reuse_flows=True):
     labels = labels.copy()
+    reuse_max_bytes = 2**62 if reuse_flows else 0  # every flow kept, or none
     n_cycles = compiled.expansion(
-        costs, pairs, weights, labels, np.asarray(to_expand, dtype=np.int64), n_iter, reuse_flows
-    )
+        costs, pairs, weights, labels, np.asarray(to_expand, dtype=np.int64), n_iter,
+        reuse_max_bytes,
+    )  # fmt: skip
     return labels, n_cycles
 
 
@@ -550,14 +552,14 @@ def test_threads_start_the_image_with_the_longest_argmin_boundary_first(monkeypa
         return scale_and_expand(unary_of_image, *args)
 
     monkeypatch.setattr(compiled, "scale_and_expand", spy)
-    monkeypatch.setattr(proposals, "_solver_threads", {})
     weights = contrast_weights(torch.zeros(3, 3, 6, 6))
     proposals.alpha_expansion_batch(unary, weights, n_jobs=1, solver="numba")
     assert started == [0.0, 18.0, 18.0]  # one thread: index order
     started.clear()
     # the pool's one thread takes the images in the order they were handed to it
-    monkeypatch.setattr(proposals, "_threads_of", lambda workers: ThreadPoolExecutor(1))
-    result = proposals.alpha_expansion_batch(unary, weights, n_jobs=2, solver="numba")
+    with ThreadPoolExecutor(1) as one_thread:
+        monkeypatch.setattr(proposals, "_threads_of", lambda workers: one_thread)
+        result = proposals.alpha_expansion_batch(unary, weights, n_jobs=2, solver="numba")
     assert started[0] == 18.0 and started[-1] == 0.0
     serial = proposals.alpha_expansion_batch(unary, weights, n_jobs=1, solver="numba")
     assert torch.equal(result.labels, serial.labels)  # each image's result in its own place

@@ -330,19 +330,21 @@ def _move_gain(costs, first, head, arc_weight, labels, alpha, moved):
 
 
 @njit(cache=True, nogil=True)
-def expansion(costs, pair_index, pair_weight, labels, labels_to_expand, n_iter, reuse_flows):
+def expansion(costs, pair_index, pair_weight, labels, labels_to_expand, n_iter, reuse_max_bytes):
     """Alpha-expansion from ``labels`` (updated in place); returns the cycles begun.
 
     ``costs`` ``(N, K)`` and ``pair_weight`` ``(E,)`` are non-negative integers, ``pair_index``
     ``(E, 2)``; the cycle loop is ``_solve_integer_problem``'s (stop once every allowed label has
-    failed in a row; ``n_iter == -1``: no cycle limit). With ``reuse_flows``, each label keeps
+    failed in a row; ``n_iter == -1``: no cycle limit). Where the kept flows fit in
+    ``reuse_max_bytes`` (two int64 arrays of ``N + 2E`` per allowed label), each label keeps
     its last max-flow and the next cut on it starts from that flow, carried over to the new
     labels (``move_residual``): after the first cycle few labels change, so little flow is left
-    to push. Memory: two int64 arrays of ``N + 2E`` per allowed label.
+    to push. Otherwise every cut starts from zero flow.
     """
     n = labels.shape[0]
     n_arcs = 2 * pair_index.shape[0]
     n_expand = labels_to_expand.shape[0]
+    reuse_flows = n_expand * 2 * (n + n_arcs) * 8 <= reuse_max_bytes
     first, head, sister, arc_of_pair = arc_layout(pair_index, n)
     arc_weight = np.empty(n_arcs, dtype=np.int64)
     for e in range(pair_index.shape[0]):
@@ -527,9 +529,7 @@ def scale_and_expand(unary, pair_index, pair_weight, seeds, allowed, init, resol
     )  # fmt: skip
     if status != SCALED_OK:
         return status, 0, resolution, largest, largest_int
-    n_expand, n = labels_to_expand.shape[0], labels.shape[0]
-    reuse_flows = n_expand * 2 * (n + 2 * pairs.shape[0]) * 8 <= reuse_max_bytes
-    n_cycles = expansion(costs, pairs, weights, labels, labels_to_expand, n_iter, reuse_flows)
+    n_cycles = expansion(costs, pairs, weights, labels, labels_to_expand, n_iter, reuse_max_bytes)
     return status, n_cycles, resolution, largest, largest_int
 
 

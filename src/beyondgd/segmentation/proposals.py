@@ -244,8 +244,8 @@ def _longest_first(unary: np.ndarray) -> list[int]:
     threads do not end with one long image running alone. The solve time grows with the length
     of the unary argmin's boundary (correlation 0.71 over 48 images of ADM X-steps), here its
     count of label changes between 4-neighbours (numba, 0.2 ms for 8 images of 64 x 64 with 4
-    labels). On 6 X-step batches captured from the ADM benchmark, 2 threads: 28.4-29.4 against
-    29.3-31.0 ms per call (8 alternated runs); in the training benchmark the X-step moved less
+    labels). On 6 X-step batches captured from the ADM benchmark, 2 threads: 28.4-30.5 against
+    30.7-31.9 ms per call (8 alternated runs); in the training benchmark the X-step moved less
     than its run-to-run noise (25.1 and 25.3 against 25.1 and 26.0 ms)."""
     boundary = _compiled_expansion().argmin_boundaries(unary)
     return sorted(range(len(boundary)), key=lambda index: -boundary[index])
@@ -257,10 +257,6 @@ def _solve_integer_problem(problem: _IntegerProblem) -> tuple[np.ndarray, int]:
     This is the unit of work sent to pool workers, so it takes and returns numpy only.
     """
     if problem.solver == "numba":
-        n_sites, n_pairs = problem.costs.shape[0], problem.pair_index.shape[0]
-        n_expand = len(problem.labels_to_expand)
-        # one residual graph (and its capacities) per label, int64
-        reuse_flows = n_expand * 2 * (n_sites + 2 * n_pairs) * 8 <= _REUSE_FLOWS_MAX_BYTES
         labels = problem.init.astype(np.int64)  # a copy: solved in place
         n_cycles = _compiled_expansion().expansion(
             problem.costs.astype(np.int64, copy=False),
@@ -269,7 +265,7 @@ def _solve_integer_problem(problem: _IntegerProblem) -> tuple[np.ndarray, int]:
             labels,
             np.array(problem.labels_to_expand, dtype=np.int64),
             problem.n_iter,
-            reuse_flows,
+            _REUSE_FLOWS_MAX_BYTES,
         )
         return labels, int(n_cycles)
     pygco, init_label_at_site = _import_gco()
