@@ -17,3 +17,10 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def rotated(items: list, round_: int) -> list:
+    """``items`` starting ``round_`` places later (wrapping): timing arms in this order, each
+    round starting one arm later, lets a slow spell of the machine fall on different arms."""
+    shift = round_ % len(items)
+    return items[shift:] + items[:shift]

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from _timing import median_time
+from _timing import median_time, rotated
 from beyondgd.data.scenes import make_scribbles, make_texture_scenes
 from beyondgd.segmentation import (
     ExpansionPool,
@@ -178,8 +178,7 @@ def bench_training(quick: bool, rounds: int = 1) -> None:
     ]
     rows: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name, _ in arms}
     for round_ in range(rounds):
-        # each round starts one arm later, so a slow spell of the machine falls on other arms
-        for name, kwargs in arms[round_ % len(arms) :] + arms[: round_ % len(arms)]:
+        for name, kwargs in rotated(arms, round_):
             model.load_state_dict(pretrained)
             warm = SegmentationTrainer(model, steps=2, batch_size=batch, **kwargs)
             warm.fit(data)  # the pool's start-up and first-call costs stay out of the timing

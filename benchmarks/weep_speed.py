@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from _timing import median_time
+from _timing import median_time, rotated
 from beyondgd.penalties import MCP, WEEP
 from beyondgd.sparse import GeometricContinuation, solve
 
@@ -163,12 +163,11 @@ def fista_fit(dtype, X, y, lam, penalty, max_iter, **kw):
 
 def paired_rounds(arms, rounds: int, repeats: int = 7) -> dict[str, list[float]]:
     """``arms``: ``(name, fit, tol)`` with the reference first. Each round times every arm's call
-    at its ``tol`` (median of ``repeats`` calls), starting one arm later each round so that a slow
-    spell of the machine falls on different arms; returns each arm's ratios to the reference's
-    time of the same round."""
+    at its ``tol`` (median of ``repeats`` calls), in :func:`rotated` order; returns each arm's
+    ratios to the reference's time of the same round."""
     times: dict[str, list[float]] = {name: [] for name, _, _ in arms}
     for round_ in range(rounds):
-        for name, fit, tol in arms[round_ % len(arms) :] + arms[: round_ % len(arms)]:
+        for name, fit, tol in rotated(arms, round_):
             times[name].append(median_time(lambda fit=fit, tol=tol: fit(tol), repeats, warmup=0))
     reference = times[arms[0][0]]
     return {name: [t / r for t, r in zip(ts, reference)] for name, ts in times.items()}
@@ -198,6 +197,11 @@ def beyondgd_trace(
             A, b, penalty, lam, method=method, tol=0.0, max_iter=10**7, callback=callback, **kw
         )
     return trace, res
+
+
+def suboptimal(fbest: float):
+    """``(objective, nmse) -> bool``: within ``SUBOPT`` relative suboptimality of ``fbest``."""
+    return lambda f, e: f - fbest <= SUBOPT * abs(fbest)
 
 
 def first_index(trace, ok) -> int | None:
@@ -358,15 +362,17 @@ def bench_size(m: int, n: int, max_time: float, max_iter: int, rounds: int = 1) 
         f"{'method':28s} {'dtype':5s} {'t(subopt)':>9s} {'ratio':>6s} {'t(NMSE)':>9s} "
         f"{'ratio':>6s} {'final NMSE':>10s} {'final subopt':>12s}"
     )
-    ref_sub = first_time(mcp_trace, lambda f, e: f - f_mcp <= SUBOPT * abs(f_mcp))
+    i_mcp = first_index(mcp_trace, suboptimal(f_mcp))
+    i_weep = first_index(weep_sk_trace, suboptimal(f_weep_best))
+    ref_sub = math.nan if i_mcp is None else mcp_trace[i_mcp][0]
     ref_nmse = first_time(mcp_trace, lambda f, e: e <= nmse_target)
     at_target = []  # (name, fit, tol) of the end-to-end calls, timed again in paired rounds
     for name, tag, obj, trace in runs:
         fbest = f_mcp if obj is obj_mcp else f_weep_best
-        i_sub = first_index(trace, lambda f, e, fb=fbest: f - fb <= SUBOPT * abs(fb))
+        i_sub = first_index(trace, suboptimal(fbest))
         if f"{name} {tag}" in fits and i_sub is not None:
             at_target.append((f"{name} {tag}", fits[f"{name} {tag}"], tols[i_sub]))
-        t_sub = first_time(trace, lambda f, e, fb=fbest: f - fb <= SUBOPT * abs(fb))
+        t_sub = math.nan if i_sub is None else trace[i_sub][0]
         t_nmse = first_time(trace, lambda f, e: e <= nmse_target)
         last = trace[-1]
         print(
@@ -375,22 +381,21 @@ def bench_size(m: int, n: int, max_time: float, max_iter: int, rounds: int = 1) 
             f"{(last[1] - fbest) / abs(fbest):12.2e}"
         )
 
-    if rounds > 1 and at_target and at_target[0][0].startswith("skglm MCP"):
+    if rounds > 1 and i_mcp is not None:  # MCP, the reference, is then at_target's first
         ratios = paired_rounds(at_target, rounds)
         print(
             f"\npaired rounds: each end-to-end call above again at the tolerance where it first "
             f"reached 1e-6 suboptimality, {rounds} rounds in rotated order; ratio to the same "
             "round's skglm MCP, median (range)"
         )
-        for (name, _, tol), values in zip(at_target, ratios.values()):
+        for name, _, tol in at_target:
+            values = ratios[name]
             print(
                 f"{name:34s} tol {tol:7.0e} {statistics.median(values):6.2f}x "
                 f"({min(values):.2f}-{max(values):.2f})"
             )
 
     # Where the plug-in's extra time goes, each at the tolerance its row above was timed at.
-    i_mcp = first_index(mcp_trace, lambda f, e: f - f_mcp <= SUBOPT * abs(f_mcp))
-    i_weep = first_index(weep_sk_trace, lambda f, e: f - f_weep_best <= SUBOPT * abs(f_weep_best))
     if i_mcp is not None and i_weep is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
